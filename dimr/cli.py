@@ -1,0 +1,65 @@
+"""`dimr` command line: argparse only; each subcommand lives in the module that owns the work."""
+
+import argparse
+import importlib
+import sys
+
+from dimr.errors import DimrError
+
+# name -> (module with add_arguments/run, one-line help, runnable example)
+COMMANDS = {
+    "info": ("dimr.models.info", "parameter count and GMACs of a preset",
+             "dimr info dimr-xl-2r --json\n  dimr info tiny-dimr --set mlp=gelu"),
+    "train": ("dimr.training.command", "train (or resume) the run in RUN_DIR",
+              "dimr train runs/demo --preset tiny-dimr --set train.total_kimg=4"),
+    "sample": ("dimr.sampling.command", "generate the run's samples (one seed per image)",
+               "dimr sample runs/demo --set sample.num_samples=100"),
+    "evaluate": ("dimr.metrics.evaluate", "FID / IS / precision-recall of RUN_DIR/samples.npz",
+                 "dimr evaluate runs/demo"),
+    "fidnet": ("dimr.metrics.fidnet", "train the Fashion-MNIST feature network used for metrics",
+               "dimr fidnet work/fidnet --epochs 2"),
+    "reference": ("dimr.metrics.reference", "reference feature statistics of a data set",
+                  "dimr reference work/fmnist-train.npz --data fashion-mnist --split train "
+                  "--extractor-weights work/fidnet/fidnet.pt"),
+    "latents": ("dimr.data.latents_cli", "precompute Stable Diffusion VAE latents of an image folder",
+                "dimr latents data/imagenet/train data/in256-latents.npz --vae weights/sd-vae-ft-ema "
+                "--resolution 256"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dimr", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_, example) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv=None) -> int:
+    # Parse only the subcommand name first so that `dimr info` does not import the training stack.
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="dimr", add_help=False)
+    if argv and argv[0] in COMMANDS:
+        module, help_, example = COMMANDS[argv[0]]
+        sub = argparse.ArgumentParser(prog=f"dimr {argv[0]}", description=help_,
+                                      epilog=f"example:\n  {example}",
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod = importlib.import_module(module)
+        mod.add_arguments(sub)
+        args = sub.parse_args(argv[1:])
+    else:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        mod = importlib.import_module(args._module)
+    try:
+        return int(mod.run(args) or 0)
+    except DimrError as e:
+        print(f"dimr {argv[0] if argv else ''}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

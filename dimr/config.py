@@ -1,0 +1,320 @@
+"""The run config: one JSON-serialisable dict, resolved once, written next to the run, read by every stage.
+
+A run spec (from an ablation YAML or the command line) names a model preset, a recipe and overrides;
+`resolve_run_config` turns it into the full config with every number that changes results.
+Each section is validated by the package that owns it (models, diffusion, data, metrics);
+this module owns the training and sampling sections and the composition.
+"""
+
+import copy
+import dataclasses
+import json
+import subprocess
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dimr.errors import ConfigError
+from dimr.io import atomic_write_json, sha256_json
+
+CONFIG_FILE = "config.json"
+
+# ----------------------------------------------------------------------------
+# Typed dataclass sections: unknown keys and wrong types are errors (nanoGPT style).
+
+
+def dataclass_from_dict(cls, d: dict, where: str):
+    """Build dataclass `cls` from `d`, rejecting unknown keys and ill-typed values."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in d.items():
+        values[name] = check_type(value, hints[name], f"{where}.{name}")
+    obj = cls(**values)
+    if hasattr(obj, "validate"):
+        obj.validate(where)
+    return obj
+
+
+def check_type(value, hint, where: str):
+    """Return `value` coerced to `hint` where lossless (int -> float, list -> tuple), else raise."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
+        for arg in args:
+            try:
+                return check_type(value, arg, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {value!r} is not of type {hint}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null, got {value!r}")
+        return None
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        inner = args[0] if args else typing.Any
+        return [check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if hint is typing.Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if hint in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation recipe (paper §5 / SPEC §2). Lengths and intervals are in kimg (thousands of images)."""
+
+    batch_size: int = 1024            # global batch over all processes
+    total_kimg: float = 307200.0      # 300K iterations at batch 1024 (ImageNet 64 recipe)
+    lr: float = 3e-4                  # 3e-4 at 64 px, 2e-4 at 256/512
+    weight_decay: float = 0.03        # not applied to TD-LN w and b
+    betas: list[float] = field(default_factory=lambda: [0.99, 0.99])
+    warmup_kimg: float = 5120.0       # 5K steps at batch 1024, then constant
+    ema_decay: float = 0.9999         # per optimiser step
+    label_dropout: float = 0.1        # probability of replacing the label by the null class (CFG)
+    grad_clip: float = 1.0            # max global grad norm; 0 disables
+    precision: typing.Literal["fp32", "bf16"] = "bf16"  # autocast dtype of forward/backward
+    checkpoint_kimg: float = 1024.0   # training-state checkpoint interval
+    log_kimg: float = 64.0            # JSON-lines log interval
+    keep_checkpoints: int = 2         # older training states are deleted
+
+    def validate(self, where):
+        if self.batch_size <= 0 or self.total_kimg <= 0:
+            raise ConfigError(f"{where}: batch_size and total_kimg must be positive")
+        if not 0 <= self.label_dropout < 1 or not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"{where}: label_dropout and ema_decay must lie in [0, 1)")
+        if len(self.betas) != 2:
+            raise ConfigError(f"{where}.betas: expected two values, got {self.betas}")
+
+
+@dataclass
+class SampleConfig:
+    """What sampling produces; the solver itself is `sampler` (dimr.diffusion.SamplerConfig)."""
+
+    num_samples: int = 50000          # class balanced: label of image i is i mod num_classes
+    seed_start: int = 0               # image i uses seed seed_start + i (one seed per image)
+    ema: bool = True                  # sample with the EMA weights
+    npz: bool = True                  # write ADM-style samples.npz (arr_0 N×H×W×C uint8)
+    grid: int = 100                   # images in grid.png (0 disables)
+    sampler: dict = field(default_factory=dict)  # dimr.diffusion.SamplerConfig fields
+
+    def validate(self, where):
+        if self.num_samples <= 0:
+            raise ConfigError(f"{where}.num_samples must be positive")
+
+
+# ----------------------------------------------------------------------------
+# Recipes: complete defaults for a scale; a spec lists only what differs.
+
+RECIPES = {
+    # The embedded default: Fashion-MNIST 32×32, 2 CPU cores, minutes per run.
+    "tiny-fmnist": {
+        "data": {"type": "fashion-mnist"},
+        "diffusion": {"schedule": {"type": "cosine"}, "prediction": "eps"},
+        "train": {"batch_size": 64, "total_kimg": 40.0, "lr": 1e-3, "warmup_kimg": 2.0,
+                  "ema_decay": 0.999, "precision": "fp32", "checkpoint_kimg": 10.0,
+                  "log_kimg": 2.0},
+        "sample": {"num_samples": 2000, "grid": 100,
+                   "sampler": {"sampler": "dpmpp-2m", "steps": 20}},
+        "evaluate": {"extractor": "fmnist-net"},
+    },
+    # ImageNet 64×64 pixels (Table 1 roadmap, DiMR-M/3R): U-ViT / DiMR vp-continuous protocol.
+    "paper-imagenet64": {
+        "data": {"type": "image-folder", "resolution": 64},
+        "diffusion": {"schedule": {"type": "vp-continuous"}, "prediction": "eps"},
+        "train": {"lr": 3e-4, "total_kimg": 307200.0},
+        "sample": {"num_samples": 50000, "sampler": {"sampler": "dpmpp-2m", "steps": 50}},
+        "evaluate": {"extractor": "inception-v3-compat"},
+    },
+    # ImageNet 256×256 latents (DiMR-XL/2R): SD scaled-linear schedule, 1M iterations.
+    "paper-imagenet256": {
+        "data": {"type": "latents", "resolution": 256},
+        "diffusion": {"schedule": {"type": "ddpm-scaled-linear"}, "prediction": "eps"},
+        "train": {"lr": 2e-4, "total_kimg": 1024000.0},
+        "sample": {"num_samples": 50000,
+                   "sampler": {"sampler": "dpmpp-2m", "steps": 50, "guidance": {"scale": 0.4}}},
+        "evaluate": {"extractor": "inception-v3-compat"},
+    },
+}
+
+TOP_KEYS = ("name", "seed", "preset", "recipe", "model", "diffusion", "data", "train", "sample",
+            "evaluate")
+RESULT_SECTIONS = ("seed", "preset", "model", "diffusion", "data", "train", "sample", "evaluate")
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Recursive dict merge; `over` wins; mappings are merged, everything else replaced."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`["train.lr=1e-4", "model.depths=[2,2]"]` -> nested dict; values parsed as YAML scalars."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=1e-4")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: cannot parse value ({e})") from None
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def resolve_run_config(spec: dict) -> dict:
+    """Spec (preset + recipe + overrides) -> the full, validated run config."""
+    from dimr.data import DataConfig, dataset_shape
+    from dimr.diffusion import DiffusionConfig, SamplerConfig
+    from dimr.metrics.evaluate import EvaluateConfig
+    from dimr.models import resolve_model_config
+
+    unknown = sorted(set(spec) - set(TOP_KEYS))
+    if unknown:
+        raise ConfigError(f"run spec: unknown key(s) {unknown}; valid keys: {list(TOP_KEYS)}")
+    if "preset" not in spec:
+        raise ConfigError("run spec: 'preset' is required (see `dimr info --list`)")
+    recipe_name = spec.get("recipe", "tiny-fmnist")
+    if recipe_name not in RECIPES:
+        raise ConfigError(f"run spec: unknown recipe {recipe_name!r}; valid recipes: {sorted(RECIPES)}")
+    merged = deep_merge(RECIPES[recipe_name], {k: v for k, v in spec.items() if k in RESULT_SECTIONS})
+
+    data = dataclasses.asdict(dataclass_from_dict_or_self(DataConfig, merged.get("data", {}), "data"))
+    channels, resolution, num_classes = dataset_shape(data)
+    # The data set fixes the network's input; latent data sets change channels and resolution.
+    model_over = {"in_channels": channels, "resolution": resolution, "num_classes": num_classes}
+    model_over.update(merged.get("model", {}))
+    model = resolve_model_config(spec["preset"], model_over)
+
+    sample = dataclass_from_dict(SampleConfig, merged.get("sample", {}), "sample")
+    sample.sampler = dataclasses.asdict(dataclass_from_dict_or_self(SamplerConfig, sample.sampler,
+                                                                    "sample.sampler"))
+    seed = spec.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
+    return {
+        "name": str(spec.get("name", spec["preset"])),
+        "seed": seed,
+        "preset": spec["preset"],
+        "recipe": recipe_name,
+        "model": model,
+        "diffusion": dataclasses.asdict(dataclass_from_dict_or_self(
+            DiffusionConfig, merged.get("diffusion", {}), "diffusion")),
+        "data": data,
+        "train": dataclasses.asdict(dataclass_from_dict(TrainConfig, merged.get("train", {}), "train")),
+        "sample": dataclasses.asdict(sample),
+        "evaluate": dataclasses.asdict(dataclass_from_dict_or_self(
+            EvaluateConfig, merged.get("evaluate", {}), "evaluate")),
+    }
+
+
+def dataclass_from_dict_or_self(cls, d, where):
+    """Use the owning package's `from_dict` when it has one (it knows nested registries)."""
+    if hasattr(cls, "from_dict"):
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return dataclass_from_dict(cls, d, where)
+
+
+def results_subset(cfg: dict) -> dict:
+    """The part of a run config that changes results (everything but name and provenance)."""
+    return {k: cfg[k] for k in RESULT_SECTIONS if k in cfg}
+
+
+def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        path = f"{prefix}{k}"
+        va, vb = a.get(k, "<missing>"), b.get(k, "<missing>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_diff(va, vb, path + ".")
+        elif va != vb:
+            out.append(f"{path}: {va!r} -> {vb!r}")
+    return out
+
+
+def git_commit() -> str:
+    """Commit of the source tree this package runs from ('unknown' outside a git checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def write_run_config(run_dir, cfg: dict) -> dict:
+    """Write config.json once. An existing config must agree on every result-changing key."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
+    if path.exists():
+        existing = load_run_config(run_dir)
+        diff = config_diff(results_subset(existing), results_subset(cfg))
+        if diff:
+            raise ConfigError(
+                f"{path} already exists with a different config; differing keys:\n  " + "\n  ".join(diff)
+                + "\nUse a new run directory, or delete the old one if its results are no longer wanted.")
+        return existing
+    cfg = dict(cfg)
+    cfg["provenance"] = {"git_commit": git_commit(), "config_sha256": sha256_json(results_subset(cfg))}
+    atomic_write_json(path, cfg)
+    return cfg
+
+
+def load_run_config(run_dir) -> dict:
+    """Read `run_dir/config.json`, with a clear error when it is missing or malformed."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise ConfigError(f"{path} not found: create the run first, e.g. "
+                          f"`dimr train {run_dir} --preset tiny-dimr`")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); restore it or recreate the run") from None
+    missing = [k for k in RESULT_SECTIONS if k not in cfg]
+    if missing:
+        raise ConfigError(f"{path}: missing section(s) {missing}; it was not written by `dimr`")
+    return cfg

@@ -1,0 +1,99 @@
+"""Fashion-MNIST read straight from Debian's `dataset-fashion-mnist` IDX files (no download)."""
+
+import functools
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dimr.errors import ConfigError, MissingFileError
+
+DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+SPLITS = {  # split -> (images file, labels file, number of examples)
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60000),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10000),
+}
+IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049  # IDX: 0x0000 + dtype 0x08 (uint8) + number of dims (3 or 1)
+SIZE = 28
+FIX = "install it with `sudo apt-get install dataset-fashion-mnist`, or set `data.root` to a folder holding it"
+
+
+class CorruptedFileError(MissingFileError):
+    """An IDX file whose header or length does not match Fashion-MNIST (as bad as a missing one)."""
+
+
+def _read_idx(path: Path, magic: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Read one gzip IDX file and check its magic number, dimensions and length."""
+    if not path.is_file():
+        raise MissingFileError(f"Fashion-MNIST file not found: {path}; {FIX}.")
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # truncated gzip stream or not gzip at all
+        raise CorruptedFileError(f"cannot decompress {path} ({e}); the file is corrupted: reinstall it "
+                                 "(`sudo apt-get install --reinstall dataset-fashion-mnist`).") from e
+    header = 4 * (1 + len(shape))
+    if len(raw) < header:
+        raise CorruptedFileError(f"{path} is {len(raw)} bytes, shorter than its IDX header; reinstall it.")
+    got_magic, *dims = struct.unpack(f">{1 + len(shape)}i", raw[:header])
+    if got_magic != magic:
+        raise CorruptedFileError(f"{path}: IDX magic number {got_magic}, expected {magic}; "
+                                 "is this the right file? Reinstall `dataset-fashion-mnist`.")
+    if tuple(dims) != shape:
+        raise CorruptedFileError(f"{path}: IDX dimensions {tuple(dims)}, expected {shape}; reinstall it.")
+    if len(raw) - header != int(np.prod(shape)):
+        raise CorruptedFileError(f"{path}: {len(raw) - header} data bytes, expected {int(np.prod(shape))} "
+                                 "(truncated?); reinstall `dataset-fashion-mnist`.")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images_file, labels_file, n = SPLITS[split]
+    if not Path(root).is_dir():
+        raise MissingFileError(f"Fashion-MNIST folder not found: {root}; {FIX}.")
+    images = _read_idx(Path(root) / images_file, IMAGE_MAGIC, (n, SIZE, SIZE))
+    labels = _read_idx(Path(root) / labels_file, LABEL_MAGIC, (n,)).astype(np.int64)
+    if labels.max() >= len(FASHION_MNIST_CLASSES):
+        raise CorruptedFileError(f"{root}/{labels_file}: label {labels.max()} out of range 0..9; reinstall it.")
+    images.flags.writeable = False  # shared by every caller of the cache
+    labels.flags.writeable = False
+    return images, labels
+
+
+def load_fashion_mnist(root=DEFAULT_ROOT, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, 28, 28), labels int64 (N,)) of one split; read once per process (read-only)."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown Fashion-MNIST split {split!r}; valid: {sorted(SPLITS)}")
+    return _load_cached(str(Path(root).expanduser().resolve()), split)
+
+
+class FashionMNIST(Dataset):
+    """Fashion-MNIST as (x float32 (1, R, R) in [-1, 1], y long); 28×28 padded with background to R."""
+
+    def __init__(self, root=DEFAULT_ROOT, split: str = "train", resolution: int = 32, hflip: bool = False):
+        pad = resolution - SIZE
+        if pad < 0 or pad % 2:
+            raise ConfigError(f"Fashion-MNIST resolution must be 28 + an even number (e.g. 32), got {resolution}")
+        images, labels = load_fashion_mnist(root, split)
+        self.images = torch.from_numpy(images.copy())  # (N, 28, 28) uint8
+        self.labels = torch.from_numpy(labels.copy())  # (N,) int64
+        self.pad, self.resolution, self.hflip = pad // 2, resolution, hflip
+        self.num_classes = len(FASHION_MNIST_CLASSES)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[i].float().div(127.5).sub(1.0)  # (28, 28), 0 (background) -> -1
+        x = torch.nn.functional.pad(x, (self.pad,) * 4, value=-1.0)[None]  # (1, R, R)
+        if self.hflip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        return x, self.labels[i]
