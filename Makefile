@@ -1,0 +1,24 @@
+# One command per task; each runs the idempotent set-up first.
+.PHONY: setup test default report bench lint
+
+CORES ?= 2
+
+setup:
+	tools/setup.sh
+
+# The whole test suite, SLURM integration tests included (they start and stop their own cluster).
+test: setup
+	.venv/bin/python -m pytest -q
+
+# The embedded default: the tiny table1 study on Fashion-MNIST, locally, then the HTML report.
+default: setup
+	.venv/bin/snakemake --cores $(CORES) results/table1.csv
+	.venv/bin/snakemake --cores $(CORES) results/table1.csv --report reports/report.html
+
+# Throughput benchmarks (pytest-benchmark), saved as JSON under results/benchmarks/.
+bench: setup
+	.venv/bin/python -m pytest benchmarks --benchmark-only --benchmark-enable -q
+
+lint: setup
+	.venv/bin/ruff check dimr tests workflow benchmarks
+	.venv/bin/snakemake --lint

@@ -1,0 +1,80 @@
+"""Noise distributions ε for z = α x + σ ε: Gaussian and Relay Diffusion's block noise (SPEC §1)."""
+
+import math
+
+import torch
+
+from dimr.errors import ConfigError
+
+
+def randn(shape, generator=None, device=None, dtype=None):
+    """Standard normal drawn on the generator's device, then moved: same numbers on CPU and CUDA."""
+    gen_device = generator.device if generator is not None else device
+    x = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
+    return x.to(device=device, dtype=dtype or torch.float32)
+
+
+def block_noise(eps: torch.Tensor, s: int) -> torch.Tensor:
+    """Block_s(ε)_{x,y} = (1/s) Σ_{i,j<s} ε_{x−i, y−j}, circular (Relay Diffusion; unit variance).
+
+    The s² rolls are done as s rolls along H then s along W; neighbours (dx, dy) inside a block are
+    correlated by (s−|dx|)(s−|dy|)/s².
+    """
+    rows = sum(torch.roll(eps, i, dims=-2) for i in range(s))
+    return sum(torch.roll(rows, j, dims=-1) for j in range(s)) / s
+
+
+class GaussianNoise:
+    """ε ~ N(0, I)."""
+
+    def sample(self, shape, generator=None, device=None, dtype=None):
+        return randn(shape, generator, device, dtype)
+
+
+class BlockNoise:
+    """Mixed noise ε + a·Block_s(ε′) (Relay Diffusion, Teng et al. 2023, §3.2)."""
+
+    def __init__(self, a=0.15, s=4, normalize=False):
+        # normalize=True: the paper's σ/√(1+a²)·(…) (unit variance); False: the official code's σ·(…).
+        self.a, self.s, self.normalize = a, s, normalize
+
+    def sample(self, shape, generator=None, device=None, dtype=None):
+        eps = randn(shape, generator, device)
+        block = block_noise(randn(shape, generator, device), self.s)  # drawn after ε
+        n = eps + self.a * block
+        if self.normalize:
+            n = n / math.sqrt(1 + self.a**2)
+        return n.to(dtype or torch.float32)
+
+
+NOISES = {"gaussian": GaussianNoise, "block": BlockNoise}
+NOISE_DEFAULTS = {"gaussian": {}, "block": {"a": 0.15, "s": 4, "normalize": False}}
+
+
+def resolve_noise_config(cfg) -> dict:
+    """{"type": name, **params} with defaults filled in; unknown names/params are ConfigErrors."""
+    if isinstance(cfg, str):
+        cfg = {"type": cfg}
+    if not isinstance(cfg, dict) or cfg.get("type") not in NOISES:
+        got = cfg.get("type") if isinstance(cfg, dict) else cfg
+        raise ConfigError(f"noise type {got!r} unknown; valid types: {sorted(NOISES)}")
+    defaults = NOISE_DEFAULTS[cfg["type"]]
+    unknown = sorted(set(cfg) - {"type"} - set(defaults))
+    if unknown:
+        raise ConfigError(f"noise {cfg['type']}: unknown parameter(s) {unknown}; "
+                          f"valid parameters: {sorted(defaults)}")
+    out = {"type": cfg["type"], **defaults, **cfg}
+    if cfg["type"] == "block":
+        if not isinstance(out["s"], int) or isinstance(out["s"], bool) or out["s"] < 1:
+            raise ConfigError(f"noise block.s: expected a positive integer block size, got {out['s']!r}")
+        if isinstance(out["a"], bool) or not isinstance(out["a"], (int, float)) or out["a"] < 0:
+            raise ConfigError(f"noise block.a: expected a non-negative number, got {out['a']!r}")
+        if not isinstance(out["normalize"], bool):
+            raise ConfigError(f"noise block.normalize: expected true/false, got {out['normalize']!r}")
+    return out
+
+
+def build_noise(cfg):
+    """Noise object from {"type": "gaussian" | "block", ...}; `.sample(shape, generator, device, dtype)`."""
+    cfg = resolve_noise_config(cfg)
+    return NOISES[cfg["type"]](**{k: v for k, v in cfg.items() if k != "type"})

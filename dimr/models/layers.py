@@ -1,0 +1,110 @@
+"""Layers shared by every network: attention, MLPs, relative position bias, patch embedding, position tables."""
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with scaled_dot_product_attention; qkv without bias (U-ViT, DiMR), proj with bias."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = False):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, qkv_shift=None, attn_bias=None):
+        N, L, D = x.shape
+        qkv = self.qkv(x)  # (N, L, 3D)
+        if qkv_shift is not None:
+            qkv = qkv + qkv_shift[:, None]  # TMSA: time-dependent q, k, v offsets (N, 1, 3D)
+        q, k, v = qkv.view(N, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 × (N, h, L, d)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)  # (N, h, L, d)
+        return self.proj(x.transpose(1, 2).reshape(N, L, D))  # (N, L, D)
+
+
+class Mlp(nn.Module):
+    """Plain MLP: Linear → GELU → Linear (ratio 4 in U-ViT/DiT)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class GEGLU(nn.Module):
+    """Gated MLP W2(GELU(W0 x) ⊙ W1 x), hidden width 2D in DiMR (official MLPBlock)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w0, self.w1, self.w2 = nn.Linear(dim, hidden), nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        return self.w2(self.act(self.w0(x)) * self.w1(x))
+
+
+def make_mlp(kind: str, dim: int, ratio: float) -> nn.Module:
+    """`glu` (GEGLU) or `gelu` (plain MLP) with hidden width round(ratio·dim)."""
+    hidden = int(round(ratio * dim))
+    return GEGLU(dim, hidden) if kind == "glu" else Mlp(dim, hidden)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned (2H−1)(2W−1) × heads bias table over a H×W token grid (Swin/DiffiT); extra tokens get 0 bias."""
+
+    def __init__(self, grid: int, heads: int, n_extra: int = 0):
+        super().__init__()
+        self.grid, self.heads, self.n_extra = grid, heads, n_extra
+        self.table = nn.Parameter(torch.zeros((2 * grid - 1) ** 2, heads))
+        coords = torch.stack(torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (grid - 1)  # (L, L, 2)
+        self.register_buffer("index", rel[..., 0] * (2 * grid - 1) + rel[..., 1], persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        L = self.grid * self.grid
+        bias = self.table[self.index.reshape(-1)].view(L, L, self.heads).permute(2, 0, 1)  # (h, L, L)
+        return F.pad(bias, (self.n_extra, 0, self.n_extra, 0))  # (h, n_extra + L, n_extra + L)
+
+
+def patchify_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(N, D, G, G) feature map → (N, G·G, D) tokens in row-major order."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def tokens_to_map(x: torch.Tensor, grid: int) -> torch.Tensor:
+    """(N, G·G, D) tokens → (N, D, G, G) feature map."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], grid, grid)
+
+
+def unpatchify(x: torch.Tensor, patch: int, channels: int) -> torch.Tensor:
+    """(N, G·G, p·p·C) → (N, C, G·p, G·p), the inverse of a stride-p patch embedding (DiT, U-ViT)."""
+    N, L, _ = x.shape
+    g = int(round(L**0.5))
+    x = x.reshape(N, g, g, patch, patch, channels)
+    return torch.einsum("nhwpqc->nchpwq", x).reshape(N, channels, g * patch, g * patch)
+
+
+def pixel_shuffle_tokens(x: torch.Tensor, grid: int, ratio: int) -> torch.Tensor:
+    """(N, G·G, r·r·D) → (N, (G·r)², D), laid out like DiMR's PixelShuffleUpsample (official blocks.py)."""
+    N, _, C = x.shape
+    D = C // (ratio * ratio)
+    x = x.reshape(N, grid, grid, ratio, ratio, D).transpose(2, 3)  # (N, G, r, G, r, D)
+    return x.reshape(N, grid * ratio * grid * ratio, D)
+
+
+def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos position table (1, G·G, D) as in DiT/MAE `get_2d_sincos_pos_embed`."""
+
+    def one_d(d, pos):
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    gw, gh = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64))
+    emb = np.concatenate([one_d(dim // 2, gw), one_d(dim // 2, gh)], axis=1)  # DiT's order: grid[0] first
+    return torch.from_numpy(emb).float()[None]

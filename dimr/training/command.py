@@ -1,0 +1,71 @@
+"""`dimr train RUN_DIR`: create the run config on first use, then train or resume."""
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from dimr.config import (CONFIG_FILE, deep_merge, load_run_config, parse_overrides, resolve_run_config,
+                         write_run_config)
+from dimr.errors import ConfigError
+
+
+def add_arguments(p):
+    p.add_argument("run_dir", help="run directory; holds config.json, checkpoints and the final network")
+    add_config_arguments(p)
+    p.add_argument("--batch-gpu", type=int, default=None,
+                   help="micro-batch per process (gradient accumulation); speed only, results unchanged "
+                        "up to the random stream")
+    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: LOCAL_RANK's GPU or CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument("--stop-at-kimg", type=float, default=None,
+                   help="stop (with a checkpoint) after this many kimg; rerun without it to finish")
+
+
+def add_config_arguments(p):
+    """Options that create config.json when the run directory has none (shared by train/sample)."""
+    p.add_argument("--preset", help="model preset for a new run (see `dimr info --list`)")
+    p.add_argument("--recipe", help="training/sampling recipe for a new run (default tiny-fmnist)")
+    p.add_argument("--spec", help="YAML/JSON run spec for a new run (preset, recipe, sections)")
+    p.add_argument("--seed", type=int, default=None, help="run seed for a new run (default 0)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for a new run, e.g. --set train.total_kimg=4 --set model.mlp=gelu")
+
+
+def ensure_run_config(args) -> dict:
+    """Return the run's config, creating it from --preset/--spec/--set when it does not exist yet."""
+    run_dir = Path(args.run_dir)
+    creating = any([args.preset, args.spec, args.overrides, args.recipe, args.seed is not None])
+    if (run_dir / CONFIG_FILE).exists() and not creating:
+        return load_run_config(run_dir)
+    spec = {}
+    if args.spec:
+        try:
+            spec = yaml.safe_load(Path(args.spec).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"--spec {args.spec}: cannot read ({e})") from None
+    spec = deep_merge(spec, parse_overrides(args.overrides))
+    for key in ("preset", "recipe", "seed"):
+        if getattr(args, key) is not None:
+            spec[key] = getattr(args, key)
+    if "preset" not in spec:
+        raise ConfigError(f"{run_dir / CONFIG_FILE} does not exist: give --preset (and optionally --recipe, "
+                          f"--set) to create the run, e.g. `dimr train {run_dir} --preset tiny-dimr`")
+    spec.setdefault("name", run_dir.name)
+    # Identical settings re-used on an existing run are fine; different ones are an error naming keys.
+    return write_run_config(run_dir, resolve_run_config(spec))
+
+
+def run(args) -> int:
+    from dimr.data import validate_data_config
+    from dimr.training.loop import training_loop
+
+    cfg = ensure_run_config(args)
+    validate_data_config(cfg["data"])
+    path = training_loop(args.run_dir, cfg, device=args.device, batch_gpu=args.batch_gpu,
+                         num_workers=args.workers, compile_model=args.compile,
+                         stop_at_kimg=args.stop_at_kimg)
+    print(f"{'finished' if path.exists() else 'stopped'}: {path if path.exists() else args.run_dir}",
+          file=sys.stderr)
+    return 0

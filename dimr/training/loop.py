@@ -1,0 +1,229 @@
+"""The training loop: everything it does is decided by the run config saved in `run_dir`.
+
+Resume is running the same command again (EDM2): the newest checkpoint is found by file name, the
+data order restarts at the image counter, and every random draw is seeded from
+(seed, step, rank, micro-batch), so a run killed at any moment ends bit-identical on the CPU.
+"""
+
+import copy
+import hashlib
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from dimr.config import results_subset
+from dimr.errors import DimrError
+from dimr.io import atomic_torch_save, atomic_write_text, sha256_json
+from dimr.training import distributed
+from dimr.training.checkpoint import FINAL_NETWORK, latest_checkpoint, save_checkpoint
+from dimr.training.data_stream import StreamBatchSampler
+from dimr.training.optim import build_optimizer, learning_rate, update_ema
+
+LOG_FILE = "training_log.jsonl"
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: saved and stopped on a signal; the launcher requeues
+
+
+class TrainingDiverged(DimrError):
+    """The loss became non-finite; the last good checkpoint is kept."""
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed that depends on every part; no two (seed, step, rank, micro) tuples collide."""
+    digest = hashlib.sha256("-".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class StopFlag:
+    """Set by SIGUSR2 (SLURM pre-emption / time limit via submitit) or SIGTERM; checked per step."""
+
+    def __init__(self):
+        self.signum = None
+        for sig in (signal.SIGUSR2, signal.SIGTERM):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum, frame):
+        self.signum = signum
+
+
+def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: int | None = None,
+                  num_workers: int = 0, compile_model: bool = False, stop_at_kimg: float | None = None,
+                  progress: bool | None = None) -> Path:
+    """Train (or resume) the run in `run_dir`; return the path of the finished network."""
+    from dimr.data import build_dataset
+    from dimr.diffusion import DiffusionObjective
+    from dimr.models import build_model
+
+    run_dir = Path(run_dir)
+    final_path = run_dir / FINAL_NETWORK
+    if final_path.exists():
+        return final_path
+    train = cfg["train"]
+    config_sha = sha256_json(results_subset(cfg))
+    dev = distributed.local_device(device)
+    rank, world = distributed.init_from_env(dev)
+    per_rank = train["batch_size"] // world
+    if per_rank * world != train["batch_size"]:
+        raise DimrError(f"train.batch_size={train['batch_size']} is not divisible by {world} processes")
+    micro = batch_gpu or per_rank
+    if per_rank % micro:
+        raise DimrError(f"--batch-gpu {micro} must divide the per-process batch {per_rank}")
+    num_micro = per_rank // micro
+    total_steps = math.ceil(train["total_kimg"] * 1000 / train["batch_size"])
+    stop_steps = total_steps if stop_at_kimg is None else min(
+        total_steps, math.ceil(stop_at_kimg * 1000 / train["batch_size"]))
+
+    dataset = build_dataset(cfg["data"], "train")  # validated before any compute
+    torch.manual_seed(cfg["seed"])  # initial weights depend only on the run seed
+    model = build_model(cfg["model"]).to(dev)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = build_optimizer(model, train)
+    objective = DiffusionObjective(cfg["diffusion"])
+
+    state = latest_checkpoint(run_dir, config_sha)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+        if rank == 0:
+            truncate_log(run_dir / LOG_FILE, state["cur_nimg"])
+            print(f"resuming {run_dir} from kimg {state['cur_nimg'] / 1000:.3f} (step {step})", flush=True)
+    del state
+
+    net = model
+    if world > 1:
+        # Heads of lower branches get no gradient under the single-scale loss.
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                      find_unused_parameters=True)
+    if compile_model:
+        net = torch.compile(net)
+    sampler = StreamBatchSampler(len(dataset), train["batch_size"], cfg["seed"], rank, world, step)
+    loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                                              pin_memory=dev.type == "cuda"))
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=train["precision"] == "bf16")
+    stop = StopFlag()
+    null_class = cfg["model"]["num_classes"]
+    ckpt_every = max(1, round(train["checkpoint_kimg"] * 1000 / train["batch_size"]))
+    log_every = max(1, round(train["log_kimg"] * 1000 / train["batch_size"]))
+    bar = make_progress(progress, rank, total_steps, step)
+    window = {"loss": 0.0, "n": 0, "t0": time.perf_counter(), "nimg": 0, "stats": {}}
+
+    while step < stop_steps:
+        x_all, y_all = next(loader)
+        lr = learning_rate(train, step * train["batch_size"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = torch.zeros((), device=dev)
+        for m in range(num_micro):
+            x = x_all[m * micro:(m + 1) * micro].to(dev, non_blocking=True)
+            y = y_all[m * micro:(m + 1) * micro].to(dev, non_blocking=True)
+            gen = torch.Generator(dev).manual_seed(derived_seed(cfg["seed"], step, rank, m))
+            # Label dropout to the null class for classifier-free guidance.
+            drop = torch.rand(y.shape, generator=gen, device=dev) < train["label_dropout"]
+            y = torch.where(drop, torch.full_like(y, null_class), y)
+            sync = m == num_micro - 1 or world == 1
+            ctx = net.no_sync() if (world > 1 and not sync) else _nullcontext()
+            with ctx, autocast:
+                loss, stats = objective.loss(net, x, y, generator=gen)
+            (loss / num_micro).backward()
+            step_loss += loss.detach() / num_micro
+            for k, v in stats.items():
+                window["stats"][k] = window["stats"].get(k, 0.0) + float(v) / num_micro
+        step_loss = distributed.all_reduce_mean(step_loss)
+        if not torch.isfinite(step_loss):
+            raise TrainingDiverged(
+                f"non-finite loss ({step_loss.item()}) at step {step} (kimg "
+                f"{step * train['batch_size'] / 1000:.3f}); the run stopped and its last good checkpoint "
+                f"under {run_dir / 'checkpoints'} is kept. Lower train.lr or check the data.")
+        if train["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train["grad_clip"])
+        optimizer.step()
+        update_ema(ema, model, train["ema_decay"])
+        step += 1
+        window["loss"] += step_loss.item()
+        window["n"] += 1
+        window["nimg"] += train["batch_size"]
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss.item():.4f}")
+
+        done = step >= stop_steps
+        if rank == 0 and (step % log_every == 0 or done):
+            write_log_line(run_dir / LOG_FILE, step, train, lr, window, progress_lines=bar is None)
+        interrupted = stop.signum is not None
+        if step % ckpt_every == 0 or done or interrupted:
+            if rank == 0:
+                save_checkpoint(run_dir, {
+                    "cur_nimg": step * train["batch_size"], "step": step, "config_sha256": config_sha,
+                    "model": model.state_dict(), "ema": ema.state_dict(),
+                    "optimizer": optimizer.state_dict()}, train["keep_checkpoints"])
+            distributed.barrier()
+        if interrupted and not done:
+            print(f"signal {stop.signum}: saved step {step}, exiting {EXIT_INTERRUPTED} to be requeued",
+                  flush=True)
+            distributed.shutdown()
+            sys.exit(EXIT_INTERRUPTED)
+
+    if bar is not None:
+        bar.close()
+    if step >= total_steps and rank == 0:
+        atomic_torch_save(final_path, {
+            "model_config": cfg["model"], "ema": ema.state_dict(), "model": model.state_dict(),
+            "cur_nimg": step * train["batch_size"], "config_sha256": config_sha, "name": cfg["name"]})
+    distributed.barrier()
+    distributed.shutdown()
+    return final_path
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def make_progress(progress, rank, total, initial):
+    """A tqdm bar on a terminal; plain log lines otherwise (SLURM logs, CI)."""
+    if rank != 0 or not (sys.stderr.isatty() if progress is None else progress):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def write_log_line(path: Path, step: int, train: dict, lr: float, window: dict, progress_lines: bool):
+    """Append one JSON line of averages over the window since the last line, then reset it."""
+    now = time.perf_counter()
+    n = max(window["n"], 1)
+    entry = {"step": step, "kimg": step * train["batch_size"] / 1000, "loss": window["loss"] / n,
+             "lr": lr, "images_per_s": window["nimg"] / max(now - window["t0"], 1e-9)}
+    entry.update({k: v / n for k, v in window["stats"].items()})
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    if progress_lines:
+        print(f"kimg {entry['kimg']:.3f}  loss {entry['loss']:.4f}  lr {lr:.2e}  "
+              f"{entry['images_per_s']:.1f} img/s", flush=True)
+    window.update(loss=0.0, n=0, t0=now, nimg=0, stats={})
+
+
+def truncate_log(path: Path, cur_nimg: int):
+    """Drop log lines written after the checkpoint we resume from, so the log has no repeats."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["kimg"] * 1000 <= cur_nimg + 1e-6:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError):
+            continue  # a line cut by a kill mid-write
+    atomic_write_text(path, "".join(line + "\n" for line in keep))

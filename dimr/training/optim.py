@@ -1,0 +1,33 @@
+"""AdamW with the paper's parameter groups and the warm-up-then-constant learning rate."""
+
+import torch
+
+
+def build_optimizer(model: torch.nn.Module, train: dict) -> torch.optim.AdamW:
+    """AdamW (paper §5); TD-LN's w and b are excluded from weight decay (official DiMR code)."""
+    no_decay = model.no_weight_decay_params() if hasattr(model, "no_weight_decay_params") else set()
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (plain if name in no_decay else decay).append(p)
+    groups = [{"params": decay, "weight_decay": train["weight_decay"]},
+              {"params": plain, "weight_decay": 0.0}]
+    fused = next(model.parameters()).is_cuda  # fused kernels exist for CUDA only
+    return torch.optim.AdamW(groups, lr=train["lr"], betas=tuple(train["betas"]), fused=fused)
+
+
+def learning_rate(train: dict, cur_nimg: int) -> float:
+    """Linear warm-up over warmup_kimg, then constant (paper: 5K steps)."""
+    warmup = train["warmup_kimg"] * 1000
+    if warmup > 0 and cur_nimg < warmup:
+        return train["lr"] * cur_nimg / warmup
+    return train["lr"]
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
+    """Exponential moving average of the weights, once per optimiser step (EMA 0.9999 in the paper)."""
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p.detach().to(p_ema.dtype), 1 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
