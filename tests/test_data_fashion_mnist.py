@@ -3,13 +3,19 @@
 import gzip
 import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dimr.data.fashion_mnist import (DEFAULT_ROOT, FASHION_MNIST_CLASSES, CorruptedFileError, FashionMNIST,
-                                     load_fashion_mnist)
+from dimr.data.fashion_mnist import (
+    DEFAULT_ROOT,
+    FASHION_MNIST_CLASSES,
+    CorruptedFileError,
+    FashionMNIST,
+    load_fashion_mnist,
+)
 from dimr.errors import MissingFileError
 
 
@@ -84,7 +90,7 @@ def test_corrupted_idx_files_raise_a_clear_error(tmp_path, defect, match):
     elif defect == "short-data":
         _write_idx(images, 2051, (10000, 28, 28), bytes(10000 * 784 - 5))
     else:
-        raw = open(f"{DEFAULT_ROOT}/t10k-images-idx3-ubyte.gz", "rb").read()
+        raw = Path(DEFAULT_ROOT, "t10k-images-idx3-ubyte.gz").read_bytes()
         images.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(CorruptedFileError, match=match) as e:
         load_fashion_mnist(tmp_path, "test")

@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dimr.data import build_dataset, dataset_shape, validate_data_config
-from dimr.data import latents_cli
+from dimr.data import build_dataset, dataset_shape, latents_cli, validate_data_config
 from dimr.data.image_folder import ImageFolder
 from dimr.data.latents import SCALE, LatentDataset, decode_latents, load_vae, sample_latent
 from dimr.errors import ConfigError, MissingFileError

@@ -129,6 +129,12 @@ def validate_data_config(cfg) -> DataConfig:
 
 
 __all__ = [
-    "DATASET_TYPES", "DataConfig", "build_dataset", "dataset_shape", "validate_data_config",
-    "FASHION_MNIST_CLASSES", "FashionMNIST", "load_fashion_mnist",
+    "DATASET_TYPES",
+    "FASHION_MNIST_CLASSES",
+    "DataConfig",
+    "FashionMNIST",
+    "build_dataset",
+    "dataset_shape",
+    "load_fashion_mnist",
+    "validate_data_config",
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from dimr.errors import ConfigError, MissingFileError
 from dimr.io import sha256_file, sha256_json
@@ -66,7 +67,7 @@ def load_vae(path, device=None):
     else:
         try:  # diffusers infers the config from the keys, but may need its hub copy of the config
             vae = AutoencoderKL.from_single_file(str(path), local_files_only=True)
-        except Exception as e:  # noqa: BLE001 (diffusers raises many types here)
+        except Exception as e:  # diffusers raises many types here
             raise MissingFileError(f"cannot load the single-file VAE {path} offline ({e}); use the diffusers "
                                    f"folder instead: {VAE_FIX}.") from e
     return vae.eval().requires_grad_(False).to(device or "cpu")
@@ -128,7 +129,7 @@ def precompute_latents(image_folder, out_file, vae_path, resolution: int = 256, 
     images = ImageFolder(image_folder, resolution, hflip=False)
     loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     moments, start = None, 0
-    for x, _ in loader:
+    for x, _ in tqdm(loader, desc=f"encoding {len(images)} images", unit="batch", disable=None):
         m = encode_moments(vae, x)  # (B, 2, 2C, h, w)
         if moments is None:  # allocate once the latent shape is known (the VAE decides the factor)
             moments = torch.empty((len(images), *m.shape[1:]), dtype=getattr(torch, dtype))
@@ -154,7 +155,7 @@ def load_latents_file(path) -> dict:
                                f"{path} --vae VAE_DIR --resolution 256` and set `data.latents` to it.")
     try:
         data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as e:  # noqa: BLE001 (truncated zip, pickle errors...)
+    except Exception as e:  # truncated zip, pickle errors...
         raise MissingFileError(f"cannot read latents file {path} ({e}); recompute it with `dimr latents`.") from e
     if not isinstance(data, dict) or data.get("meta", {}).get("format") != FORMAT:
         raise MissingFileError(f"{path} is not a {FORMAT} file; recompute it with `dimr latents`.")

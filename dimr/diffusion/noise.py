@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from dimr.diffusion.registry import resolve_tagged
 from dimr.errors import ConfigError
 
 
@@ -53,24 +54,9 @@ NOISE_DEFAULTS = {"gaussian": {}, "block": {"a": 0.15, "s": 4, "normalize": Fals
 
 def resolve_noise_config(cfg) -> dict:
     """{"type": name, **params} with defaults filled in; unknown names/params are ConfigErrors."""
-    if isinstance(cfg, str):
-        cfg = {"type": cfg}
-    if not isinstance(cfg, dict) or cfg.get("type") not in NOISES:
-        got = cfg.get("type") if isinstance(cfg, dict) else cfg
-        raise ConfigError(f"noise type {got!r} unknown; valid types: {sorted(NOISES)}")
-    defaults = NOISE_DEFAULTS[cfg["type"]]
-    unknown = sorted(set(cfg) - {"type"} - set(defaults))
-    if unknown:
-        raise ConfigError(f"noise {cfg['type']}: unknown parameter(s) {unknown}; "
-                          f"valid parameters: {sorted(defaults)}")
-    out = {"type": cfg["type"], **defaults, **cfg}
-    if cfg["type"] == "block":
-        if not isinstance(out["s"], int) or isinstance(out["s"], bool) or out["s"] < 1:
-            raise ConfigError(f"noise block.s: expected a positive integer block size, got {out['s']!r}")
-        if isinstance(out["a"], bool) or not isinstance(out["a"], (int, float)) or out["a"] < 0:
-            raise ConfigError(f"noise block.a: expected a non-negative number, got {out['a']!r}")
-        if not isinstance(out["normalize"], bool):
-            raise ConfigError(f"noise block.normalize: expected true/false, got {out['normalize']!r}")
+    out = resolve_tagged("noise", cfg, NOISE_DEFAULTS)
+    if out["type"] == "block" and (out["s"] < 1 or out["a"] < 0):
+        raise ConfigError(f"noise block: need s >= 1 (block size) and a >= 0 (mixing weight), got {out}")
     return out
 
 

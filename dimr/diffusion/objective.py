@@ -1,0 +1,113 @@
+"""The training objective: draw λ and noise, call the model, return the (multi-scale) loss."""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from dimr.diffusion.losses import Loss, resolve_loss_config
+from dimr.diffusion.noise import build_noise, resolve_noise_config
+from dimr.diffusion.parametrization import PREDICTIONS, append_dims, get_prediction
+from dimr.diffusion.registry import check_choice, dataclass_from_dict, resolve_tagged
+from dimr.diffusion.schedules import C_NOISE, alpha_sigma, build_schedule, get_c_noise, resolve_schedule_config
+
+# ----------------------------------------------------------------------------
+# Training-time λ distributions.
+
+
+def _rand(n, generator, device):
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(n, generator=generator, device=gen_device, dtype=torch.float64).to(device)
+
+
+def logsnr_uniform_time(n, schedule, generator=None, device=None):
+    """λ = λ(t), t ~ U(0, 1): the schedule defines the λ distribution (DDPM, DiMR, simple diffusion)."""
+    return schedule.logsnr(_rand(n, generator, device))
+
+
+def logsnr_edm_lognormal(n, schedule, generator=None, device=None, p_mean=-1.2, p_std=1.2):
+    """ln σ_edm ~ N(P_mean, P_std²), λ = −2 ln σ_edm (EDM Table 1; Relay Diffusion §4)."""
+    gen_device = generator.device if generator is not None else device
+    z = torch.randn(n, generator=generator, device=gen_device, dtype=torch.float64).to(device)
+    return -2.0 * (p_mean + p_std * z)
+
+
+TIME_SAMPLINGS = {"uniform": logsnr_uniform_time, "edm-lognormal": logsnr_edm_lognormal}
+TIME_SAMPLING_DEFAULTS = {"uniform": {}, "edm-lognormal": {"p_mean": -1.2, "p_std": 1.2}}
+
+
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class DiffusionConfig:
+    """The run config's `diffusion` section: everything about the process and the loss."""
+
+    schedule: dict = field(default_factory=lambda: {"type": "cosine"})  # λ(t), schedules.SCHEDULES
+    noise: dict = field(default_factory=lambda: {"type": "gaussian"})   # ε law, noise.NOISES
+    prediction: str = "eps"            # network output: eps | v | x0 (parametrization.PREDICTIONS)
+    loss: dict = field(default_factory=lambda: {"type": "dimr-multiscale"})  # losses.LOSSES + weighting
+    c_noise: str = "logsnr/4"          # what the network sees, from λ (schedules.C_NOISE)
+    time_sampling: dict = field(default_factory=lambda: {"type": "uniform"})  # training λ law
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DiffusionConfig":
+        """Validated config with every nested default filled in; unknown keys are ConfigErrors."""
+        return dataclass_from_dict(cls, d)
+
+    def validate(self):
+        self.schedule = resolve_schedule_config(self.schedule)
+        self.noise = resolve_noise_config(self.noise)
+        self.prediction = check_choice(self.prediction, PREDICTIONS, "prediction")
+        self.loss = resolve_loss_config(self.loss)
+        self.c_noise = check_choice(self.c_noise, C_NOISE, "c_noise")
+        self.time_sampling = resolve_tagged("time_sampling", self.time_sampling, TIME_SAMPLING_DEFAULTS)
+
+
+def as_diffusion_config(cfg) -> DiffusionConfig:
+    return cfg if isinstance(cfg, DiffusionConfig) else DiffusionConfig.from_dict(cfg or {})
+
+
+class DiffusionObjective:
+    """`loss(model, x, y)`: t (or λ) per sample, then noise, z = α x + σ n, model(z, c_noise, y)."""
+
+    def __init__(self, cfg):
+        self.cfg = as_diffusion_config(cfg)
+        self.schedule = build_schedule(self.cfg.schedule)
+        self.noise = build_noise(self.cfg.noise)
+        self.prediction = get_prediction(self.cfg.prediction)
+        self.loss_fn = Loss(self.cfg.loss)
+        self._c_noise = get_c_noise(self.cfg.c_noise)
+        ts = dict(self.cfg.time_sampling)
+        self._sample_logsnr, self._ts_params = TIME_SAMPLINGS[ts.pop("type")], ts
+
+    def c_noise(self, lam):
+        """The network's conditioning scalar for log-SNR λ."""
+        return self._c_noise(lam, self.schedule)
+
+    def sample_logsnr(self, n, generator=None, device=None):
+        """(n,) float64 training log-SNRs."""
+        return self._sample_logsnr(n, self.schedule, generator, device, **self._ts_params)
+
+    def loss(self, model, x, y, generator=None):
+        """(batch-mean loss, {"loss": …, "loss/scale<r>": …}); λ is drawn before the noise."""
+        n, c = x.shape[:2]
+        lam = self.sample_logsnr(n, generator, x.device)                   # (N,) float64
+        alpha, sigma = (append_dims(v.to(x.dtype), x.ndim) for v in alpha_sigma(lam))
+        noise = self.noise.sample(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        z = alpha * x + sigma * noise                                       # (N, C, H, W)
+        preds = model(z, self.c_noise(lam).to(torch.float32), y)
+        if isinstance(preds, torch.Tensor):
+            preds = [preds]
+        # Learned variance (DiT): 2C channels, the first C are the mean; no VLB term is trained here.
+        preds = [p[:, :c].float() for p in preds]
+        target = self.prediction.target(x, noise, alpha, sigma).float()
+        w = self.loss_fn.weight(lam) * self.prediction.eps_space_factor(*(v.flatten() for v in (alpha, sigma)))
+        w = w.float()                                                       # (N,)
+        total, stats = 0.0, {}
+        for name, scale_weight, per_sample in self.loss_fn.terms(preds, target):
+            term = (w * per_sample).mean()
+            total = total + scale_weight * term
+            stats[f"loss/{name}"] = term.detach()
+        stats = {"loss": total.detach(), **stats}
+        values = torch.stack(list(stats.values())).tolist()                # one device sync
+        return total, dict(zip(stats, values))

@@ -1,0 +1,198 @@
+"""Model configs: one dataclass per net type, a comment per field; unknown keys and wrong types are errors."""
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+
+from dimr.errors import ConfigError
+from dimr.models.conditioning import CONDITIONINGS
+
+BLOCK_TYPES = ("transformer", "convnext")
+MLP_TYPES = ("glu", "gelu")
+
+
+@dataclass
+class MRNConfig:
+    """Multi-resolution network (DiMR §3.1). Per-branch lists run from the lowest resolution up."""
+
+    in_channels: int = 4  # C of the input (4 for SD-VAE latents, 3 for pixels, 1 for Fashion-MNIST)
+    resolution: int = 32  # H = W of the input
+    num_classes: int = 1000  # real classes; label `num_classes` is the null class (CFG)
+    block_types: list[str] = field(default_factory=lambda: ["transformer", "convnext"])  # per branch
+    widths: list[int] = field(default_factory=lambda: [960, 480])  # D_r per branch
+    depths: list[int] = field(default_factory=lambda: [39, 20])  # N_r as configured (2⌊N/2⌋+1 with long skips)
+    heads: list[int] = field(default_factory=lambda: [16, 0])  # attention heads per branch (0: ConvNeXt)
+    patch_sizes: list[int] = field(default_factory=lambda: [2, 1])  # p_r; DiMR uses 2^(R−r)
+    mlp: str = "glu"  # "glu" (GEGLU, DiMR) | "gelu" (plain MLP, U-ViT/DiT)
+    mlp_ratio: float | None = None  # hidden width / D; None: 2 for glu (DiMR), 4 for gelu
+    kernel_size: int = 7  # ConvNeXt depthwise kernel
+    conditioning: str = "td-rmsnorm"  # time mechanism (conditioning.CONDITIONINGS); td-ln|td-rmsnorm = block norm
+    sinusoid_scale: float = 250.0  # sinusoidal embeddings see c·scale: c ∈ [−4, 4] → [−1000, 1000] (DDPM's t range)
+    class_token: bool = True  # class as a prepended token of transformer branches; else through adaLN's e
+    long_skips: bool = True  # U-ViT long skips inside each branch
+    cascade_features: str = "all"  # "all": patchified input + every block output (official) | "last"
+    cascade_merge: str = "add"  # how the cascade joins the next branch's input: "add" | "concat" (Linear 2D→D)
+    branch_skips: bool = False  # also join the cascade into the branch's last features before its head (Table 3)
+    output_heads: str = "all"  # "all": a prediction per branch (multi-scale loss) | "last": full resolution only
+    qkv_bias: bool = False  # bias of the qkv projection (False in DiMR and U-ViT)
+    learn_sigma: bool = False  # last head also predicts the variance (2·C channels)
+    dropout: float = 0.0  # dropout on residual branches (official `dropout_prob`)
+
+    def validate(self):
+        """Check values (types are checked by from_dict)."""
+        R = len(self.widths)
+        for name in ("block_types", "depths", "heads", "patch_sizes"):
+            if len(getattr(self, name)) != R:
+                raise ConfigError(f"{name} has {len(getattr(self, name))} entries but widths has {R}; give one per branch")
+        _choice("mlp", self.mlp, MLP_TYPES)
+        _choice("conditioning", self.conditioning, tuple(CONDITIONINGS))
+        _choice("cascade_features", self.cascade_features, ("all", "last"))
+        _choice("cascade_merge", self.cascade_merge, ("add", "concat"))
+        _choice("output_heads", self.output_heads, ("all", "last"))
+        for r, (bt, d, n, h, p) in enumerate(zip(self.block_types, self.widths, self.depths, self.heads, self.patch_sizes)):
+            _choice(f"block_types[{r}]", bt, BLOCK_TYPES)
+            if d <= 0 or n <= 0 or p <= 0 or self.resolution % p:
+                raise ConfigError(f"branch {r + 1}: width, depth, patch must be positive and patch divide resolution {self.resolution}")
+            if bt == "transformer" and (h <= 0 or d % h):
+                raise ConfigError(f"branch {r + 1}: heads={h} must be positive and divide width {d}")
+            if r and (self.patch_sizes[r - 1] % p):
+                raise ConfigError(f"patch_sizes {self.patch_sizes}: each must be a multiple of the next (cascade upsampling)")
+        _check_common(self)
+
+
+@dataclass
+class TransformerConfig:
+    """Single-branch transformer: U-ViT (time token, long skips) to DiT (adaLN-Zero, no skips) by switches."""
+
+    in_channels: int = 4  # C of the input
+    resolution: int = 32  # H = W of the input
+    num_classes: int = 1000  # real classes; label `num_classes` is the null class (CFG)
+    patch_size: int = 2  # p of the patch embedding
+    width: int = 1152  # D
+    depth: int = 28  # blocks as configured (2⌊N/2⌋+1 with long skips: U-ViT depth 16 → 17 blocks)
+    heads: int = 16  # attention heads
+    mlp: str = "gelu"  # "gelu" | "glu"
+    mlp_ratio: float | None = None  # hidden width / D; None: 2 for glu, 4 for gelu
+    conditioning: str = "adaln-zero"  # time mechanism (conditioning.CONDITIONINGS)
+    sinusoid_scale: float = 250.0  # sinusoidal embeddings see c·scale: c ∈ [−4, 4] → [−1000, 1000]
+    class_token: bool = False  # class as a token (U-ViT); else through adaLN's e (DiT)
+    long_skips: bool = False  # U-ViT long skips
+    pos_embed: str = "sincos"  # "learned" (U-ViT, covers the extra tokens too) | "sincos" (DiT, fixed buffer)
+    final_conv: bool = False  # U-ViT's 3×3 conv after unpatchify
+    qkv_bias: bool = True  # DiT (timm) True; U-ViT False
+    learn_sigma: bool = True  # predict the variance too (2·C output channels; DiT)
+    dropout: float = 0.0  # dropout on residual branches
+
+    def validate(self):
+        """Check values (types are checked by from_dict)."""
+        _choice("mlp", self.mlp, MLP_TYPES)
+        _choice("conditioning", self.conditioning, tuple(CONDITIONINGS))
+        _choice("pos_embed", self.pos_embed, ("learned", "sincos"))
+        if self.patch_size <= 0 or self.resolution % self.patch_size:
+            raise ConfigError(f"patch_size={self.patch_size} must be positive and divide resolution {self.resolution}")
+        if self.width <= 0 or self.depth <= 0 or self.heads <= 0 or self.width % self.heads:
+            raise ConfigError(f"width={self.width}, depth={self.depth}, heads={self.heads}: heads must divide width")
+        _check_common(self)
+
+
+CONFIG_TYPES = {"mrn": MRNConfig, "transformer": TransformerConfig}
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def _check_common(cfg):
+    if cfg.in_channels <= 0 or cfg.resolution <= 0 or cfg.num_classes < 0:
+        raise ConfigError("in_channels and resolution must be positive and num_classes >= 0")
+    if cfg.mlp_ratio is None:
+        cfg.mlp_ratio = 2.0 if cfg.mlp == "glu" else 4.0  # DiMR's GEGLU: hidden 2D; plain MLP: 4D
+    if cfg.mlp_ratio <= 0 or not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"mlp_ratio={cfg.mlp_ratio} must be > 0 and dropout={cfg.dropout} in [0, 1)")
+    mech = CONDITIONINGS[cfg.conditioning]
+    if not cfg.class_token and not mech.embedding:
+        raise ConfigError(
+            f"conditioning={cfg.conditioning!r} has no conditioning vector, so the class label needs "
+            "class_token=true (or use adaln, adaln-zero or tmsa)"
+        )
+
+
+#################################################################################
+#                        dict ↔ dataclass with type checks                     #
+#################################################################################
+
+
+def field_types(cls) -> dict[str, typing.Any]:
+    """Map field name → annotated type of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _type_name(tp) -> str:
+    return str(tp).replace("typing.", "") if not isinstance(tp, type) else tp.__name__
+
+
+def _check_value(key, value, tp):
+    """Return `value` checked against `tp` (int → float promotion allowed); raise ConfigError otherwise."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _check_value(key, value, next(a for a in args if a is not type(None)))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list of {_type_name(args[0])}, got {value!r}")
+        return [_check_value(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp in (bool, str) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def from_dict(cls, d: dict):
+    """Build and validate a config dataclass from a dict; unknown keys and wrong types raise ConfigError."""
+    types_ = field_types(cls)
+    unknown = sorted(set(d) - set(types_))
+    if unknown:
+        raise ConfigError(f"unknown model config key(s) {unknown}; valid keys: {', '.join(types_)}")
+    cfg = cls(**{k: _check_value(k, v, types_[k]) for k, v in d.items()})
+    cfg.validate()
+    return cfg
+
+
+def parse_value(cls, key: str, text: str):
+    """Parse a `--set KEY=VALUE` string with the field's type (lists: comma-separated or JSON)."""
+    types_ = field_types(cls)
+    if key not in types_:
+        raise ConfigError(f"unknown model config key {key!r}; valid keys: {', '.join(types_)}")
+    return _check_value(key, _parse_text(key, text, types_[key]), types_[key])
+
+
+def _parse_text(key, text, tp):
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if text.strip().lower() in ("none", "null"):
+            return None
+        return _parse_text(key, text, next(a for a in args if a is not type(None)))
+    if origin is list:
+        text = text.strip()
+        items = json.loads(text) if text.startswith("[") else [t for t in text.split(",") if t.strip()]
+        return [_parse_text(f"{key}[{i}]", str(v), args[0]) for i, v in enumerate(items)]
+    text = text.strip()
+    try:
+        if tp is bool:
+            lowered = text.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        return tp(text)
+    except ValueError:
+        raise ConfigError(f"{key}: cannot parse {text!r} as {_type_name(tp)}") from None
