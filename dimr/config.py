@@ -133,7 +133,7 @@ class SampleConfig:
 RECIPES = {
     # The embedded default: Fashion-MNIST 32×32, 2 CPU cores, minutes per run.
     "tiny-fmnist": {
-        "data": {"type": "fashion-mnist"},
+        "data": {"type": "fashion-mnist", "hflip": False},
         "diffusion": {"schedule": {"type": "cosine"}, "prediction": "eps"},
         "train": {"batch_size": 64, "total_kimg": 40.0, "lr": 1e-3, "warmup_kimg": 2.0,
                   "ema_decay": 0.999, "precision": "fp32", "checkpoint_kimg": 10.0,

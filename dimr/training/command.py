@@ -5,8 +5,14 @@ from pathlib import Path
 
 import yaml
 
-from dimr.config import (CONFIG_FILE, deep_merge, load_run_config, parse_overrides, resolve_run_config,
-                         write_run_config)
+from dimr.config import (
+    CONFIG_FILE,
+    deep_merge,
+    load_run_config,
+    parse_overrides,
+    resolve_run_config,
+    write_run_config,
+)
 from dimr.errors import ConfigError
 
 

@@ -5,6 +5,7 @@ data order restarts at the image counter, and every random draw is seeded from
 (seed, step, rank, micro-batch), so a run killed at any moment ends bit-identical on the CPU.
 """
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -73,7 +74,6 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     micro = batch_gpu or per_rank
     if per_rank % micro:
         raise DimrError(f"--batch-gpu {micro} must divide the per-process batch {per_rank}")
-    num_micro = per_rank // micro
     total_steps = math.ceil(train["total_kimg"] * 1000 / train["batch_size"])
     stop_steps = total_steps if stop_at_kimg is None else min(
         total_steps, math.ceil(stop_at_kimg * 1000 / train["batch_size"]))
@@ -107,46 +107,28 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     sampler = StreamBatchSampler(len(dataset), train["batch_size"], cfg["seed"], rank, world, step)
     loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
                                               pin_memory=dev.type == "cuda"))
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=train["precision"] == "bf16")
+    train_step = TrainStep(net, model, ema, optimizer, objective, cfg, micro, rank, world)
     stop = StopFlag()
-    null_class = cfg["model"]["num_classes"]
     ckpt_every = max(1, round(train["checkpoint_kimg"] * 1000 / train["batch_size"]))
     log_every = max(1, round(train["log_kimg"] * 1000 / train["batch_size"]))
     bar = make_progress(progress, rank, total_steps, step)
     window = {"loss": 0.0, "n": 0, "t0": time.perf_counter(), "nimg": 0, "stats": {}}
 
     while step < stop_steps:
+        # Augmentations (flips, latent posterior samples) and dropout draw from the global RNG:
+        # reseed it per step so a resumed run repeats them (exact with --workers 0).
+        torch.manual_seed(derived_seed(cfg["seed"], step, rank, -1))
         x_all, y_all = next(loader)
-        lr = learning_rate(train, step * train["batch_size"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = torch.zeros((), device=dev)
-        for m in range(num_micro):
-            x = x_all[m * micro:(m + 1) * micro].to(dev, non_blocking=True)
-            y = y_all[m * micro:(m + 1) * micro].to(dev, non_blocking=True)
-            gen = torch.Generator(dev).manual_seed(derived_seed(cfg["seed"], step, rank, m))
-            # Label dropout to the null class for classifier-free guidance.
-            drop = torch.rand(y.shape, generator=gen, device=dev) < train["label_dropout"]
-            y = torch.where(drop, torch.full_like(y, null_class), y)
-            sync = m == num_micro - 1 or world == 1
-            ctx = net.no_sync() if (world > 1 and not sync) else _nullcontext()
-            with ctx, autocast:
-                loss, stats = objective.loss(net, x, y, generator=gen)
-            (loss / num_micro).backward()
-            step_loss += loss.detach() / num_micro
-            for k, v in stats.items():
-                window["stats"][k] = window["stats"].get(k, 0.0) + float(v) / num_micro
-        step_loss = distributed.all_reduce_mean(step_loss)
+        step_loss, stats = train_step(x_all, y_all, step)
         if not torch.isfinite(step_loss):
             raise TrainingDiverged(
                 f"non-finite loss ({step_loss.item()}) at step {step} (kimg "
                 f"{step * train['batch_size'] / 1000:.3f}); the run stopped and its last good checkpoint "
                 f"under {run_dir / 'checkpoints'} is kept. Lower train.lr or check the data.")
-        if train["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train["grad_clip"])
-        optimizer.step()
-        update_ema(ema, model, train["ema_decay"])
+        train_step.finish(step)
+        lr = train_step.lr
+        for k, v in stats.items():
+            window["stats"][k] = window["stats"].get(k, 0.0) + v
         step += 1
         window["loss"] += step_loss.item()
         window["n"] += 1
@@ -183,12 +165,53 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     return final_path
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
+class TrainStep:
+    """One optimiser step on a global batch: micro-batches, label dropout, loss, backward.
 
-    def __exit__(self, *exc):
-        return False
+    Split in two so the loop can check the loss before anything is changed: `__call__` computes
+    gradients, `finish` clips, steps the optimiser and updates the EMA. The benchmarks time this
+    same object, never a copy of the loop.
+    """
+
+    def __init__(self, net, model, ema, optimizer, objective, cfg, micro, rank=0, world=1):
+        self.net, self.model, self.ema, self.optimizer, self.objective = net, model, ema, optimizer, objective
+        self.train, self.seed, self.micro, self.rank, self.world = cfg["train"], cfg["seed"], micro, rank, world
+        self.null_class = cfg["model"]["num_classes"]
+        self.device = next(model.parameters()).device
+        self.autocast_enabled = self.train["precision"] == "bf16"
+        self.lr = 0.0
+
+    def __call__(self, x_all, y_all, step: int):
+        train, dev = self.train, self.device
+        self.lr = learning_rate(train, step * train["batch_size"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        self.optimizer.zero_grad(set_to_none=True)
+        num_micro = max(1, len(x_all) // self.micro)
+        step_loss = torch.zeros((), device=dev)
+        stats_sum = {}
+        for m in range(num_micro):
+            x = x_all[m * self.micro:(m + 1) * self.micro].to(dev, non_blocking=True)
+            y = y_all[m * self.micro:(m + 1) * self.micro].to(dev, non_blocking=True)
+            gen = torch.Generator(dev).manual_seed(derived_seed(self.seed, step, self.rank, m))
+            # Label dropout to the null class for classifier-free guidance.
+            drop = torch.rand(y.shape, generator=gen, device=dev) < train["label_dropout"]
+            y = torch.where(drop, torch.full_like(y, self.null_class), y)
+            last = m == num_micro - 1
+            ctx = self.net.no_sync() if (self.world > 1 and not last) else contextlib.nullcontext()
+            with ctx, torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast_enabled):
+                loss, stats = self.objective.loss(self.net, x, y, generator=gen)
+            (loss / num_micro).backward()
+            step_loss += loss.detach() / num_micro
+            for k, v in stats.items():
+                stats_sum[k] = stats_sum.get(k, 0.0) + float(v) / num_micro
+        return distributed.all_reduce_mean(step_loss), stats_sum
+
+    def finish(self, step: int):
+        if self.train["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train["grad_clip"])
+        self.optimizer.step()
+        update_ema(self.ema, self.model, self.train["ema_decay"])
 
 
 def make_progress(progress, rank, total, initial):
