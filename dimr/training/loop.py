@@ -175,7 +175,8 @@ class TrainStep:
 
     def __init__(self, net, model, ema, optimizer, objective, cfg, micro, rank=0, world=1):
         self.net, self.model, self.ema, self.optimizer, self.objective = net, model, ema, optimizer, objective
-        self.train, self.seed, self.micro, self.rank, self.world = cfg["train"], cfg["seed"], micro, rank, world
+        self.train, self.seed, self.micro = cfg["train"], cfg["seed"], micro
+        self.rank, self.world = rank, world
         self.null_class = cfg["model"]["num_classes"]
         self.device = next(model.parameters()).device
         self.autocast_enabled = self.train["precision"] == "bf16"
