@@ -69,6 +69,9 @@ class Denoiser:
         lam = torch.as_tensor(lam, dtype=torch.float64, device=z.device).expand(n)  # (N,)
         if self.guidance.scale == 0:
             return self._x0(z, lam, y)
+        if y is None:
+            raise ValueError("classifier-free guidance needs class labels y; set guidance.scale: 0 to sample "
+                             "an unconditional model")
         null = torch.full_like(y, self.model.num_classes)  # the null class is the last table entry
         x0_c, x0_u = self._x0(torch.cat([z, z]), torch.cat([lam, lam]), torch.cat([y, null])).chunk(2)
         # Guidance is affine in the prediction, so mixing x̂0 equals mixing ε̂ (or v̂) for the same z.

@@ -42,7 +42,7 @@ WEIGHTING_DEFAULTS = {"uniform": {}, "min-snr": {"gamma": 5.0}, "sigmoid": {"bia
 
 
 def pool2d(x, k: int, mode: str):
-    """k×k pooling: `avg` (paper) or `boxsum` (official DiMR code: k×k sum / k = k·avg, keeps unit variance)."""
+    """k×k pooling: `avg` (paper) or `boxsum` (official DiMR code: k×k sum / k = k·avg, unit variance)."""
     if k == 1:
         return x
     out = F.avg_pool2d(x, k)
@@ -59,8 +59,8 @@ def _factor(pred, target):
     (h, w), (H, W) = pred.shape[-2:], target.shape[-2:]
     k = H // h
     if h * k != H or w * k != W or pred.shape[:2] != target.shape[:2]:
-        raise ConfigError(f"prediction of shape {tuple(pred.shape)} is not an integer down-sampling of the "
-                          f"target {tuple(target.shape)}: the model's branch resolutions must divide the input")
+        raise ConfigError(f"prediction of shape {tuple(pred.shape)} is not an integer down-sampling of "
+                          f"the target {tuple(target.shape)}: branch resolutions must divide the input")
     return k
 
 

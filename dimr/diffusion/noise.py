@@ -9,7 +9,12 @@ from dimr.errors import ConfigError
 
 
 def randn(shape, generator=None, device=None, dtype=None):
-    """Standard normal drawn on the generator's device, then moved: same numbers on CPU and CUDA."""
+    """Standard normal drawn on the generator's device, then moved: same numbers on CPU and CUDA.
+
+    A list of generators draws sample i from generator i, so image i depends only on its own seed.
+    """
+    if isinstance(generator, (list, tuple)):
+        return torch.stack([randn(shape[1:], g, device, dtype) for g in generator])
     gen_device = generator.device if generator is not None else device
     x = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
     return x.to(device=device, dtype=dtype or torch.float32)

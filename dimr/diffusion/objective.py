@@ -8,7 +8,13 @@ from dimr.diffusion.losses import Loss, resolve_loss_config
 from dimr.diffusion.noise import build_noise, resolve_noise_config
 from dimr.diffusion.parametrization import PREDICTIONS, append_dims, get_prediction
 from dimr.diffusion.registry import check_choice, dataclass_from_dict, resolve_tagged
-from dimr.diffusion.schedules import C_NOISE, alpha_sigma, build_schedule, get_c_noise, resolve_schedule_config
+from dimr.diffusion.schedules import (
+    C_NOISE,
+    alpha_sigma,
+    build_schedule,
+    get_c_noise,
+    resolve_schedule_config,
+)
 
 # ----------------------------------------------------------------------------
 # Training-time λ distributions.
@@ -101,8 +107,8 @@ class DiffusionObjective:
         # Learned variance (DiT): 2C channels, the first C are the mean; no VLB term is trained here.
         preds = [p[:, :c].float() for p in preds]
         target = self.prediction.target(x, noise, alpha, sigma).float()
-        w = self.loss_fn.weight(lam) * self.prediction.eps_space_factor(*(v.flatten() for v in (alpha, sigma)))
-        w = w.float()                                                       # (N,)
+        f = self.prediction.eps_space_factor(alpha.flatten(), sigma.flatten())
+        w = (self.loss_fn.weight(lam) * f).float()                          # (N,)
         total, stats = 0.0, {}
         for name, scale_weight, per_sample in self.loss_fn.terms(preds, target):
             term = (w * per_sample).mean()

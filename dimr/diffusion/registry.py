@@ -13,7 +13,7 @@ def check_choice(value, choices, what: str):
 
 
 def check_like(value, default, where: str):
-    """`value` checked against the type of `default` (bool, int, float, str, dict); int -> float is allowed."""
+    """`value` checked against the type of `default` (bool, int, float, str, dict); int -> float is ok."""
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):

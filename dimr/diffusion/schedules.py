@@ -37,7 +37,7 @@ def _cosine_angles(logsnr_min=COSINE_LOGSNR_RANGE[0], logsnr_max=COSINE_LOGSNR_R
 
 
 def logsnr_cosine(t):
-    """Cosine schedule λ(t) = −2 log tan(π t/2), clipped to [−15, 15] (Nichol & Dhariwal; simple diffusion)."""
+    """Cosine λ(t) = −2 log tan(π t/2) clipped to [−15, 15] (Nichol & Dhariwal 2021; simple diffusion)."""
     u_min, u_max = _cosine_angles()
     return -2.0 * torch.tan(u_min + _f64(t) * (u_max - u_min)).log()
 
@@ -131,7 +131,9 @@ def _bisect_t(logsnr_fn, lam, iters=64):
         mid = 0.5 * (lo + hi)
         above = logsnr_fn(mid) > lam  # λ too large -> t too small
         lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
-    return 0.5 * (lo + hi)
+    t = 0.5 * (lo + hi)
+    t = torch.where(lam >= logsnr_fn(torch.zeros_like(lam)), 0.0, t)  # exact ends outside the range
+    return torch.where(lam <= logsnr_fn(torch.ones_like(lam)), 1.0, t)
 
 
 class Schedule:

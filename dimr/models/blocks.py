@@ -9,9 +9,15 @@ import torch
 import torch.nn as nn
 
 from dimr.models.conditioning import Mechanism, Modulation, TimeQKV, TimeShift, gate, modulate
-from dimr.models.layers import Attention, RelativePositionBias, make_mlp, patchify_tokens, tokens_to_map, unpatchify
+from dimr.models.layers import (
+    Attention,
+    RelativePositionBias,
+    make_mlp,
+    patchify_tokens,
+    tokens_to_map,
+    unpatchify,
+)
 from dimr.models.td_layernorm import make_norm
-
 
 #################################################################################
 #                                   Blocks                                      #
@@ -21,7 +27,9 @@ from dimr.models.td_layernorm import make_norm
 class TransformerBlock(nn.Module):
     """Pre-norm block x += Attn(Norm(x)); x += MLP(Norm(x)), conditioned as its mechanism says."""
 
-    def __init__(self, dim, heads, mlp, mlp_ratio, mech: Mechanism, cond_dim, qkv_bias, grid, n_extra, dropout):
+    def __init__(
+        self, dim, heads, mlp, mlp_ratio, mech: Mechanism, cond_dim, qkv_bias, grid, n_extra, dropout=0.0
+    ):
         super().__init__()
         self.norm1, self.attn = make_norm(mech.block_norm, dim), Attention(dim, heads, qkv_bias)
         self.norm2, self.mlp = make_norm(mech.block_norm, dim), make_mlp(mlp, dim, mlp_ratio)
@@ -48,9 +56,9 @@ class TransformerBlock(nn.Module):
 
 
 class ConvNeXtBlock(nn.Module):
-    """DiMR's ConvNeXt block: x += DWConv7×7(x) (no norm before it); x += MLP(Norm(x)) (official blocks.py)."""
+    """DiMR's ConvNeXt block: x += DWConv7×7(x) (no norm before it); x += MLP(Norm(x)) (official code)."""
 
-    def __init__(self, dim, mlp, mlp_ratio, mech: Mechanism, cond_dim, grid, kernel_size, dropout):
+    def __init__(self, dim, mlp, mlp_ratio, mech: Mechanism, cond_dim, grid, kernel_size=7, dropout=0.0):
         super().__init__()
         self.grid = grid
         self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)

@@ -26,9 +26,9 @@ class Mechanism:
     embedding: bool  # computes a conditioning vector e = MLP(sinusoid(c)) (+ Emb(y) without class token)
     time_token: bool  # time enters as a sinusoidal token (U-ViT)
     transformer_mods: int  # modulation vectors per transformer block (adaLN 4, adaLN-Zero 6)
-    # ConvNeXt blocks under adaLN (a choice the paper leaves open): DiMR's ConvNeXt block has no norm before
-    # its DWConv, so only the MLP residual is modulated (shift, scale); adaLN-Zero adds a zero-initialised gate
-    # on each residual ([gate1, shift, scale, gate2]) so the block starts as the identity like DiT's.
+    # ConvNeXt blocks under adaLN (a choice the paper leaves open): DiMR's ConvNeXt block has no norm
+    # before its DWConv, so only the MLP residual is modulated (shift, scale); adaLN-Zero adds a zero-init
+    # gate on each residual ([gate1, shift, scale, gate2]) so the block starts as the identity like DiT's.
     convnext_mods: int
     head_mods: int  # modulation vectors of each head norm (DiT final layer: shift, scale)
     zero_init: bool  # modulations and output layers start at zero (adaLN-Zero)
@@ -36,18 +36,17 @@ class Mechanism:
 
 
 # DiMR's released configs: TD-RMSNorm in blocks, TD-LN in cascade and heads; the paper: TD-LN everywhere.
-CONDITIONINGS: dict[str, Mechanism] = {
-    m.name: m
-    for m in [
-        #          name          block norm     cascade   head norm      emb    token  T  C  H  zero   tmsa
-        Mechanism("time-token", "ln", "ln", "ln", False, True, 0, 0, 0, False, False),
-        Mechanism("adaln", "ln-noaffine", "ln", "ln-noaffine", True, False, 4, 2, 2, False, False),
-        Mechanism("adaln-zero", "ln-noaffine", "ln", "ln-noaffine", True, False, 6, 4, 2, True, False),
-        Mechanism("td-ln", "td-ln", "td-ln", "td-ln", False, False, 0, 0, 0, False, False),
-        Mechanism("td-rmsnorm", "td-rmsnorm", "td-ln", "td-ln", False, False, 0, 0, 0, False, False),
-        Mechanism("tmsa", "ln-noaffine", "ln", "ln", True, False, 0, 0, 0, False, True),
-    ]
-}
+# fmt: off
+CONDITIONINGS: dict[str, Mechanism] = {m.name: m for m in [
+    #         name          block norm     cascade  head norm      emb    token  T  C  H  zero   tmsa
+    Mechanism("time-token", "ln",          "ln",    "ln",          False, True,  0, 0, 0, False, False),
+    Mechanism("adaln",      "ln-noaffine", "ln",    "ln-noaffine", True,  False, 4, 2, 2, False, False),
+    Mechanism("adaln-zero", "ln-noaffine", "ln",    "ln-noaffine", True,  False, 6, 4, 2, True,  False),
+    Mechanism("td-ln",      "td-ln",       "td-ln", "td-ln",       False, False, 0, 0, 0, False, False),
+    Mechanism("td-rmsnorm", "td-rmsnorm",  "td-ln", "td-ln",       False, False, 0, 0, 0, False, False),
+    Mechanism("tmsa",       "ln-noaffine", "ln",    "ln",          True,  False, 0, 0, 0, False, True),
+]}
+# fmt: on
 
 
 def get_mechanism(name: str) -> Mechanism:
@@ -81,7 +80,7 @@ def gate(x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
 
 
 class ConditionEmbedding(nn.Module):
-    """e = MLP(sinusoid_256(c·scale)) + Emb(y) (DiT's TimestepEmbedder + LabelEmbedder); Emb only without class token."""
+    """e = MLP(sinusoid_256(c·scale)) + Emb(y): DiT's TimestepEmbedder + LabelEmbedder (Emb if no token)."""
 
     is_conditioning = True
 
@@ -101,7 +100,7 @@ class ConditionEmbedding(nn.Module):
 
 
 class Modulation(nn.Module):
-    """SiLU → Linear(cond_dim → k·D) producing k per-sample vectors (adaLN; zero-initialised for adaLN-Zero)."""
+    """SiLU → Linear(cond_dim → k·D): k per-sample vectors (adaLN; zero-initialised for adaLN-Zero)."""
 
     is_conditioning = True
 

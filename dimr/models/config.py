@@ -22,20 +22,20 @@ class MRNConfig:
     num_classes: int = 1000  # real classes; label `num_classes` is the null class (CFG)
     block_types: list[str] = field(default_factory=lambda: ["transformer", "convnext"])  # per branch
     widths: list[int] = field(default_factory=lambda: [960, 480])  # D_r per branch
-    depths: list[int] = field(default_factory=lambda: [39, 20])  # N_r as configured (2⌊N/2⌋+1 with long skips)
+    depths: list[int] = field(default_factory=lambda: [39, 20])  # N_r as configured (long skips: 2⌊N/2⌋+1)
     heads: list[int] = field(default_factory=lambda: [16, 0])  # attention heads per branch (0: ConvNeXt)
     patch_sizes: list[int] = field(default_factory=lambda: [2, 1])  # p_r; DiMR uses 2^(R−r)
     mlp: str = "glu"  # "glu" (GEGLU, DiMR) | "gelu" (plain MLP, U-ViT/DiT)
     mlp_ratio: float | None = None  # hidden width / D; None: 2 for glu (DiMR), 4 for gelu
     kernel_size: int = 7  # ConvNeXt depthwise kernel
-    conditioning: str = "td-rmsnorm"  # time mechanism (conditioning.CONDITIONINGS); td-ln|td-rmsnorm = block norm
-    sinusoid_scale: float = 250.0  # sinusoidal embeddings see c·scale: c ∈ [−4, 4] → [−1000, 1000] (DDPM's t range)
+    conditioning: str = "td-rmsnorm"  # time mechanism (CONDITIONINGS); td-ln | td-rmsnorm = the block norm
+    sinusoid_scale: float = 250.0  # sinusoids see c·scale: c ∈ [−4, 4] → [−1000, 1000], DDPM's t range
     class_token: bool = True  # class as a prepended token of transformer branches; else through adaLN's e
     long_skips: bool = True  # U-ViT long skips inside each branch
     cascade_features: str = "all"  # "all": patchified input + every block output (official) | "last"
-    cascade_merge: str = "add"  # how the cascade joins the next branch's input: "add" | "concat" (Linear 2D→D)
-    branch_skips: bool = False  # also join the cascade into the branch's last features before its head (Table 3)
-    output_heads: str = "all"  # "all": a prediction per branch (multi-scale loss) | "last": full resolution only
+    cascade_merge: str = "add"  # cascade joins the next branch's input: "add" | "concat" (Linear 2D→D)
+    branch_skips: bool = False  # also join the cascade to the branch's last features (Table 3 "skip")
+    output_heads: str = "all"  # "all": one prediction per branch (multi-scale loss) | "last": full res only
     qkv_bias: bool = False  # bias of the qkv projection (False in DiMR and U-ViT)
     learn_sigma: bool = False  # last head also predicts the variance (2·C channels)
     dropout: float = 0.0  # dropout on residual branches (official `dropout_prob`)
@@ -45,20 +45,23 @@ class MRNConfig:
         R = len(self.widths)
         for name in ("block_types", "depths", "heads", "patch_sizes"):
             if len(getattr(self, name)) != R:
-                raise ConfigError(f"{name} has {len(getattr(self, name))} entries but widths has {R}; give one per branch")
+                n = len(getattr(self, name))
+                raise ConfigError(f"{name} has {n} entries but widths has {R}; give one per branch")
         _choice("mlp", self.mlp, MLP_TYPES)
         _choice("conditioning", self.conditioning, tuple(CONDITIONINGS))
         _choice("cascade_features", self.cascade_features, ("all", "last"))
         _choice("cascade_merge", self.cascade_merge, ("add", "concat"))
         _choice("output_heads", self.output_heads, ("all", "last"))
-        for r, (bt, d, n, h, p) in enumerate(zip(self.block_types, self.widths, self.depths, self.heads, self.patch_sizes)):
+        rows = zip(self.block_types, self.widths, self.depths, self.heads, self.patch_sizes)
+        for r, (bt, d, n, h, p) in enumerate(rows):
             _choice(f"block_types[{r}]", bt, BLOCK_TYPES)
             if d <= 0 or n <= 0 or p <= 0 or self.resolution % p:
-                raise ConfigError(f"branch {r + 1}: width, depth, patch must be positive and patch divide resolution {self.resolution}")
+                msg = "width, depth and patch must be positive and the patch must divide"
+                raise ConfigError(f"branch {r + 1}: {msg} resolution {self.resolution}")
             if bt == "transformer" and (h <= 0 or d % h):
                 raise ConfigError(f"branch {r + 1}: heads={h} must be positive and divide width {d}")
             if r and (self.patch_sizes[r - 1] % p):
-                raise ConfigError(f"patch_sizes {self.patch_sizes}: each must be a multiple of the next (cascade upsampling)")
+                raise ConfigError(f"patch_sizes {self.patch_sizes}: each must be a multiple of the next")
         _check_common(self)
 
 
@@ -91,9 +94,11 @@ class TransformerConfig:
         _choice("conditioning", self.conditioning, tuple(CONDITIONINGS))
         _choice("pos_embed", self.pos_embed, ("learned", "sincos"))
         if self.patch_size <= 0 or self.resolution % self.patch_size:
-            raise ConfigError(f"patch_size={self.patch_size} must be positive and divide resolution {self.resolution}")
+            raise ConfigError(f"patch_size={self.patch_size} must be positive and divide {self.resolution}")
         if self.width <= 0 or self.depth <= 0 or self.heads <= 0 or self.width % self.heads:
-            raise ConfigError(f"width={self.width}, depth={self.depth}, heads={self.heads}: heads must divide width")
+            raise ConfigError(
+                f"width={self.width}, depth={self.depth}, heads={self.heads}: heads must divide D"
+            )
         _check_common(self)
 
 
@@ -195,4 +200,5 @@ def _parse_text(key, text, tp):
             raise ValueError
         return tp(text)
     except ValueError:
-        raise ConfigError(f"{key}: cannot parse {text!r} as {_type_name(tp)}") from None
+        hint = "true or false" if tp is bool else _type_name(tp)
+        raise ConfigError(f"{key}: cannot parse {text!r}; expected {hint}") from None

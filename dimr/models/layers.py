@@ -1,13 +1,12 @@
-"""Layers shared by every network: attention, MLPs, relative position bias, patch embedding, position tables."""
+"""Layers shared by the nets: attention, MLPs, relative position bias, token/patch reshapes, positions."""
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with scaled_dot_product_attention; qkv without bias (U-ViT, DiMR), proj with bias."""
+    """Multi-head self-attention (SDPA); qkv without bias in U-ViT and DiMR, output projection with bias."""
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = False):
         super().__init__()
@@ -55,7 +54,7 @@ def make_mlp(kind: str, dim: int, ratio: float) -> nn.Module:
 
 
 class RelativePositionBias(nn.Module):
-    """Learned (2H−1)(2W−1) × heads bias table over a H×W token grid (Swin/DiffiT); extra tokens get 0 bias."""
+    """Learned (2G−1)² × heads bias table over a G×G token grid (Swin/DiffiT); extra tokens get 0 bias."""
 
     def __init__(self, grid: int, heads: int, n_extra: int = 0):
         super().__init__()
@@ -73,12 +72,13 @@ class RelativePositionBias(nn.Module):
 
 def patchify_tokens(x: torch.Tensor) -> torch.Tensor:
     """(N, D, G, G) feature map → (N, G·G, D) tokens in row-major order."""
-    return x.flatten(2).transpose(1, 2)
+    # permute-then-reshape keeps channels-last strides: the CPU depthwise-conv backward is much faster so
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
 
 
 def tokens_to_map(x: torch.Tensor, grid: int) -> torch.Tensor:
-    """(N, G·G, D) tokens → (N, D, G, G) feature map."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], grid, grid)
+    """(N, G·G, D) tokens → (N, D, G, G) feature map (a channels-last view)."""
+    return x.reshape(x.shape[0], grid, grid, x.shape[2]).permute(0, 3, 1, 2)
 
 
 def unpatchify(x: torch.Tensor, patch: int, channels: int) -> torch.Tensor:
@@ -98,13 +98,14 @@ def pixel_shuffle_tokens(x: torch.Tensor, grid: int, ratio: int) -> torch.Tensor
 
 
 def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
-    """Fixed 2-D sin-cos position table (1, G·G, D) as in DiT/MAE `get_2d_sincos_pos_embed`."""
+    """Fixed 2-D sin-cos position table (1, G·G, D), as DiT/MAE `get_2d_sincos_pos_embed`, on any device."""
 
-    def one_d(d, pos):
-        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
-        out = np.einsum("m,d->md", pos.reshape(-1), omega)
-        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+    def one_d(d, pos):  # (M,) positions → (M, d)
+        omega = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float64) / (d / 2.0))
+        out = pos.reshape(-1, 1) * omega[None]
+        return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
 
-    gw, gh = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64))
-    emb = np.concatenate([one_d(dim // 2, gw), one_d(dim // 2, gh)], axis=1)  # DiT's order: grid[0] first
-    return torch.from_numpy(emb).float()[None]
+    coords = torch.arange(grid, dtype=torch.float64)
+    gh, gw = torch.meshgrid(coords, coords, indexing="ij")
+    emb = torch.cat([one_d(dim // 2, gw), one_d(dim // 2, gh)], dim=1)  # DiT's order: grid[0] (columns) first
+    return emb.float()[None]

@@ -13,7 +13,7 @@ from dimr.models.blocks import ConvHead, ConvNeXtBlock, TransformerBlock, run_bl
 from dimr.models.conditioning import ConditionEmbedding, Modulation, get_mechanism, sinusoidal_embedding
 from dimr.models.config import MRNConfig
 from dimr.models.layers import patchify_tokens, pixel_shuffle_tokens
-from dimr.models.td_layernorm import TimeDependentParameter, make_norm
+from dimr.models.td_layernorm import TimeDependentParameter, make_norm, td_nodecay_names
 
 
 class Cascade(nn.Module):
@@ -54,13 +54,16 @@ class Branch(nn.Module):
         self.branch_skip = nn.Linear(2 * D, D) if (not first and cfg.branch_skips) else None
 
         n_blocks = 2 * (cfg.depths[r] // 2) + 1 if cfg.long_skips else cfg.depths[r]
+        common = dict(mlp=cfg.mlp, mlp_ratio=cfg.mlp_ratio, mech=mech, cond_dim=cond_dim, dropout=cfg.dropout)
         if kind == "transformer":
-            args = (D, cfg.heads[r], cfg.mlp, cfg.mlp_ratio, mech, cond_dim, cfg.qkv_bias, self.grid, self.n_extra)
-            self.blocks = nn.ModuleList([TransformerBlock(*args, cfg.dropout) for _ in range(n_blocks)])
+            tf = dict(heads=cfg.heads[r], qkv_bias=cfg.qkv_bias, grid=self.grid, n_extra=self.n_extra)
+            self.blocks = nn.ModuleList([TransformerBlock(D, **tf, **common) for _ in range(n_blocks)])
         else:
-            args = (D, cfg.mlp, cfg.mlp_ratio, mech, cond_dim, self.grid, cfg.kernel_size, cfg.dropout)
-            self.blocks = nn.ModuleList([ConvNeXtBlock(*args) for _ in range(n_blocks)])
-        self.skips = nn.ModuleList([nn.Linear(2 * D, D) for _ in range(n_blocks // 2)]) if cfg.long_skips else None
+            cn = dict(grid=self.grid, kernel_size=cfg.kernel_size)
+            self.blocks = nn.ModuleList([ConvNeXtBlock(D, **cn, **common) for _ in range(n_blocks)])
+        self.skips = (
+            nn.ModuleList([nn.Linear(2 * D, D) for _ in range(n_blocks // 2)]) if cfg.long_skips else None
+        )
         out_ch = cfg.in_channels * (2 if (cfg.learn_sigma and r == len(cfg.widths) - 1) else 1)
         self.head = ConvHead(D, out_ch, mech, cond_dim, self.grid) if has_head else None
 
@@ -97,11 +100,16 @@ class MRN(nn.Module):
         self.cfg, self.mech = cfg, get_mechanism(cfg.conditioning)
         self.in_channels, self.resolution, self.num_classes = cfg.in_channels, cfg.resolution, cfg.num_classes
         R = len(cfg.widths)
-        cond_dim = cfg.widths[0]  # adaLN/TMSA vector width: the first branch's D (one vector for all branches)
+        cond_dim = cfg.widths[0]  # width of the adaLN/TMSA vector e (one for all branches): the first D
         class_in_e = None if cfg.class_token else cfg.num_classes
-        self.cond_embed = ConditionEmbedding(cond_dim, class_in_e, cfg.sinusoid_scale) if self.mech.embedding else None
+        self.cond_embed = (
+            ConditionEmbedding(cond_dim, class_in_e, cfg.sinusoid_scale) if self.mech.embedding else None
+        )
         self.branches = nn.ModuleList(
-            [Branch(cfg, r, self.mech, cond_dim, r == 0, cfg.output_heads == "all" or r == R - 1) for r in range(R)]
+            [
+                Branch(cfg, r, self.mech, cond_dim, r == 0, cfg.output_heads == "all" or r == R - 1)
+                for r in range(R)
+            ]
         )
         self.cascades = nn.ModuleList()
         for r in range(R - 1):
@@ -112,7 +120,7 @@ class MRN(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self):
-        """SPEC §2: Linear/Embedding trunc-normal(0.02) with zero bias, convs PyTorch default; then zero-inits."""
+        """SPEC §2: Linear/Embedding trunc-normal(0.02), zero bias, convs PyTorch default; then zero-inits."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -141,7 +149,9 @@ class MRN(nn.Module):
         preds, low = [], None
         for r, branch in enumerate(self.branches):
             last = r == len(self.branches) - 1
-            pred, feats = branch(x, low, c_noise, e, y, collect=self.cfg.cascade_features == "all" and not last)
+            pred, feats = branch(
+                x, low, c_noise, e, y, collect=self.cfg.cascade_features == "all" and not last
+            )
             if pred is not None:
                 preds.append(pred)
             if not last:
@@ -150,10 +160,10 @@ class MRN(nn.Module):
 
     def no_weight_decay_params(self) -> set[str]:
         """TD-LN w and b (SPEC §2); p0, p1 and everything else keep weight decay."""
-        return _td_nodecay(self)
+        return td_nodecay_names(self)
 
     def component_of(self, name: str) -> str:
-        """Component of a parameter for counting.param_breakdown (conditioning params are sorted out before)."""
+        """Component of a parameter for counting.param_breakdown (conditioning is sorted out before)."""
         parts = name.split(".")
         if parts[0] == "branches":
             r, sub = int(parts[1]) + 1, parts[2]
@@ -165,11 +175,3 @@ class MRN(nn.Module):
         if parts[0] == "cascades":
             return "cascade"
         return "conditioning" if parts[0] == "cond_embed" else parts[0]
-
-
-def _td_nodecay(model: nn.Module) -> set[str]:
-    names = set()
-    for mod_name, m in model.named_modules():
-        if isinstance(m, TimeDependentParameter):
-            names |= {f"{mod_name}.w", f"{mod_name}.b"}
-    return names

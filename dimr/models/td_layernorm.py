@@ -82,3 +82,12 @@ NORMS = {
 def make_norm(kind: str, dim: int) -> nn.Module:
     """Build a norm by name (one of NORMS)."""
     return NORMS[kind](dim)
+
+
+def td_nodecay_names(model: nn.Module) -> set[str]:
+    """Names of the TD-norm w and b parameters of `model`: excluded from weight decay (SPEC §2)."""
+    names = set()
+    for mod_name, m in model.named_modules():
+        if isinstance(m, TimeDependentParameter):
+            names |= {f"{mod_name}.w", f"{mod_name}.b"}
+    return names

@@ -12,8 +12,7 @@ from dimr.models.blocks import LinearHead, TransformerBlock, run_blocks
 from dimr.models.conditioning import ConditionEmbedding, Modulation, get_mechanism, sinusoidal_embedding
 from dimr.models.config import TransformerConfig
 from dimr.models.layers import patchify_tokens, sincos_pos_embed
-from dimr.models.mrn import _td_nodecay
-from dimr.models.td_layernorm import TimeDependentParameter
+from dimr.models.td_layernorm import TimeDependentParameter, td_nodecay_names
 
 
 class Transformer(nn.Module):
@@ -34,17 +33,22 @@ class Transformer(nn.Module):
         else:  # DiT: fixed sin-cos positions of the patches (a buffer: not trained, not counted)
             self.register_buffer("pos_embed", sincos_pos_embed(D, self.grid), persistent=False)
         class_in_e = None if cfg.class_token else cfg.num_classes
-        self.cond_embed = ConditionEmbedding(D, class_in_e, cfg.sinusoid_scale) if self.mech.embedding else None
+        self.cond_embed = (
+            ConditionEmbedding(D, class_in_e, cfg.sinusoid_scale) if self.mech.embedding else None
+        )
         n_blocks = 2 * (cfg.depth // 2) + 1 if cfg.long_skips else cfg.depth
-        args = (D, cfg.heads, cfg.mlp, cfg.mlp_ratio, self.mech, D, cfg.qkv_bias, self.grid, self.n_extra, cfg.dropout)
-        self.blocks = nn.ModuleList([TransformerBlock(*args) for _ in range(n_blocks)])
-        self.skips = nn.ModuleList([nn.Linear(2 * D, D) for _ in range(n_blocks // 2)]) if cfg.long_skips else None
+        blk = dict(heads=cfg.heads, mlp=cfg.mlp, mlp_ratio=cfg.mlp_ratio, mech=self.mech, cond_dim=D)
+        blk.update(qkv_bias=cfg.qkv_bias, grid=self.grid, n_extra=self.n_extra, dropout=cfg.dropout)
+        self.blocks = nn.ModuleList([TransformerBlock(D, **blk) for _ in range(n_blocks)])
+        self.skips = (
+            nn.ModuleList([nn.Linear(2 * D, D) for _ in range(n_blocks // 2)]) if cfg.long_skips else None
+        )
         out_ch = cfg.in_channels * (2 if cfg.learn_sigma else 1)
         self.head = LinearHead(D, cfg.patch_size, out_ch, self.mech, D, cfg.final_conv)
         self.initialize_weights()
 
     def initialize_weights(self):
-        """SPEC §2: Linear/Embedding trunc-normal(0.02) with zero bias, convs PyTorch default; then zero-inits."""
+        """SPEC §2: Linear/Embedding trunc-normal(0.02), zero bias, convs PyTorch default; then zero-inits."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -73,7 +77,9 @@ class Transformer(nn.Module):
         if self.class_embed is not None:
             extras.append(self.class_embed(y)[:, None])  # (N, 1, D)
         if self.mech.time_token:  # U-ViT: the sinusoidal embedding itself is the token (no MLP)
-            extras.append(sinusoidal_embedding(c_noise * self.cfg.sinusoid_scale, h.shape[-1]).to(h.dtype)[:, None])
+            extras.append(
+                sinusoidal_embedding(c_noise * self.cfg.sinusoid_scale, h.shape[-1]).to(h.dtype)[:, None]
+            )
         if self.cfg.pos_embed == "learned":
             h = torch.cat(extras + [h], dim=1) + self.pos_embed  # (N, n_extra + L, D)
         else:
@@ -83,10 +89,10 @@ class Transformer(nn.Module):
 
     def no_weight_decay_params(self) -> set[str]:
         """TD-LN w and b (SPEC §2); p0, p1 and everything else keep weight decay."""
-        return _td_nodecay(self)
+        return td_nodecay_names(self)
 
     def component_of(self, name: str) -> str:
-        """Component of a parameter for counting.param_breakdown (conditioning params are sorted out before)."""
+        """Component of a parameter for counting.param_breakdown (conditioning is sorted out before)."""
         top = name.split(".")[0]
         if top in ("patch_embed", "pos_embed", "class_embed"):
             return "embeddings"

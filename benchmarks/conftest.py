@@ -1,0 +1,188 @@
+"""Throughput benchmarks (pytest-benchmark) of the project's own code: TrainStep, generate_images, extract.
+
+`make bench` runs them (`pytest benchmarks --benchmark-only --benchmark-enable`) and saves
+results/benchmarks/<machine>-<commit>-<time>.json with the machine (GPU, CUDA, torch, commit) and, per
+benchmark, `extra_info`: images/s, TFLOP/s, MFU, peak memory, GMACs, preset, batch, device.
+workflow/scripts/benchmark_report.py renders them. Normal test runs collect and skip them
+(`--benchmark-skip` in pyproject's addopts), so they cannot rot. A CPU runs the tiny presets at small
+batches; a GPU runs the paper sizes at the largest batch that fits.
+"""
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dimr import perf
+
+GPU_PRESETS = ["dimr-xl-2r", "dimr-g-2r", "dit-xl-2", "uvit-h-2"]
+SAMPLERS = ["ddim", "dpmpp-2m", "heun"]
+RESULTS_DIR = "results/benchmarks"
+
+# Per device: training batch to start from (a GPU halves one that does not fit), sampling batch and
+# guidance (the paper samples ImageNet 256 with s = 0.4; the tiny recipe without), timed rounds, sampling
+# steps, feature extractors and their batches (`dimr evaluate` defaults to 64), FID feature widths
+# (fmnist-net 128, Inception pool3 2048). A CPU keeps the whole suite to a few minutes.
+DEFAULTS = {
+    "cuda": dict(train_batch=256, sample_batch=256, guidance=0.4, rounds=5, sample_rounds=3, steps=[25, 50],
+                 extractors=["fmnist-net", "inception-v3-compat"], eval_batches=[64, 256],
+                 fid_dims=[128, 2048], compile=["off", "on"]),
+    "cpu": dict(train_batch=16, sample_batch=8, guidance=0.0, rounds=2, sample_rounds=1, steps=[10],
+                extractors=["fmnist-net"], eval_batches=[64], fid_dims=[128], compile=["off"]),
+}
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("dimr benchmarks")
+    g.addoption("--bench-device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    g.addoption("--bench-presets", default=None,
+                help=f"comma-separated presets (default: the tiny ones on a CPU, {','.join(GPU_PRESETS)} on a GPU)")
+    g.addoption("--bench-batch", type=int, default=None,
+                help="training batch (default: GPU the largest of 256, 128, ... that fits; CPU 16)")
+    g.addoption("--bench-steps", default=None, help="comma-separated sampling step counts (GPU 25,50; CPU 10)")
+    g.addoption("--bench-samplers", default=",".join(SAMPLERS), help="comma-separated samplers")
+    g.addoption("--bench-compile", default=None, choices=["off", "on", "both"],
+                help="torch.compile the trained model (default: both on a GPU, off on a CPU)")
+    g.addoption("--bench-rounds", type=int, default=None,
+                help="timed rounds per benchmark (default GPU 5 for training, 3 for sampling; CPU 2 and 1)")
+    g.addoption("--bench-dir", default=RESULTS_DIR, help=f"where the JSON goes (default {RESULTS_DIR})")
+
+
+def bench_device(config) -> torch.device:
+    name = config.getoption("bench_device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def defaults(config) -> dict:
+    return DEFAULTS["cuda" if bench_device(config).type == "cuda" else "cpu"]
+
+
+def _list(text: str | None, default: list, cast=str) -> list:
+    return [cast(v.strip()) for v in text.split(",") if v.strip()] if text else list(default)
+
+
+def bench_presets(config) -> list[str]:
+    from dimr.models import PRESETS
+
+    default = GPU_PRESETS if bench_device(config).type == "cuda" else [p for p in PRESETS if p.startswith("tiny-")]
+    presets = _list(config.getoption("bench_presets"), default)
+    unknown = sorted(set(presets) - set(PRESETS))
+    if unknown:
+        raise pytest.UsageError(f"--bench-presets: unknown preset(s) {unknown}; valid: {sorted(PRESETS)}")
+    return presets
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrise by the options and the device (collected the same way when the benchmarks are skipped)."""
+    config, d = metafunc.config, defaults(metafunc.config)
+    names = metafunc.fixturenames
+    if "preset" in names:
+        metafunc.parametrize("preset", bench_presets(config))
+    if "sampler" in names:
+        metafunc.parametrize("sampler", _list(config.getoption("bench_samplers"), SAMPLERS))
+    if "steps" in names:
+        metafunc.parametrize("steps", _list(config.getoption("bench_steps"), d["steps"], int))
+    if "compiled" in names:
+        mode = config.getoption("bench_compile")
+        modes = {"off": ["off"], "on": ["on"], "both": ["off", "on"]}[mode] if mode else d["compile"]
+        metafunc.parametrize("compiled", [m == "on" for m in modes], ids=[f"compile-{m}" for m in modes])
+    if "extractor_name" in names:
+        metafunc.parametrize("extractor_name", d["extractors"])
+    if "eval_batch" in names:
+        metafunc.parametrize("eval_batch", d["eval_batches"])
+    if "fid_dim" in names:
+        metafunc.parametrize("fid_dim", d["fid_dims"])
+
+
+# ----------------------------------------------------------------------------
+# Where results go, and the machine they were measured on.
+
+
+def benchmarks_will_run(config) -> bool:
+    return config.getoption("benchmark_only") or not config.getoption("benchmark_skip")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's own pytest_configure reads --benchmark-json
+def pytest_configure(config):
+    if benchmarks_will_run(config) and not config.getoption("benchmark_json"):
+        from dimr.config import git_commit
+
+        device = bench_device(config)
+        name = perf.machine_name(perf.machine_info(device))
+        commit = git_commit()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        tag = commit[:8] + ("-dirty" if commit.endswith("-dirty") else "")
+        config.option.benchmark_json = Path(config.rootpath) / config.getoption("bench_dir") / f"{name}-{tag}-{stamp}.json"
+        config.option.benchmark_json.parent.mkdir(parents=True, exist_ok=True)
+
+
+class BenchSession:
+    """Device, options and the matmul roofline (measured once, lazily) shared by every benchmark."""
+
+    def __init__(self, config):
+        self.config = config
+        self.device = bench_device(config)
+        self.cuda = self.device.type == "cuda"
+        d = defaults(config)
+        self.rounds = config.getoption("bench_rounds") or d["rounds"]
+        self.train_batch = config.getoption("bench_batch") or d["train_batch"]
+        self.fit_train_batch = self.cuda and not config.getoption("bench_batch")
+        self.sample_batch, self.guidance = d["sample_batch"], d["guidance"]
+        self.sample_rounds = config.getoption("bench_rounds") or d["sample_rounds"]
+        self.fitted: dict[str, int] = {}  # preset -> training batch that fits (eager run first)
+        self._peak = None
+
+    @property
+    def peak_tflops(self) -> float:
+        """TFLOP/s of a large matmul in the training dtype, measured once in this run (MFU's denominator)."""
+        if self._peak is None:
+            self._peak = perf.matmul_tflops(self.device)
+        return self._peak
+
+    def run_config(self, preset: str, **sections) -> dict:
+        """The run config of `preset`: tiny-fmnist recipe, the preset's own input shape; bf16 on a GPU.
+
+        Throughput does not depend on the data or the schedule, so paper presets need no ImageNet files.
+        """
+        from dimr.config import deep_merge, resolve_run_config
+        from dimr.models import PRESETS
+
+        p = PRESETS[preset]
+        spec = {"preset": preset, "recipe": "tiny-fmnist",
+                "model": {"in_channels": p["in_channels"], "resolution": p["resolution"],
+                          "num_classes": p["num_classes"]},
+                "train": {"precision": "bf16" if self.cuda else "fp32"}}
+        return resolve_run_config(deep_merge(spec, sections))
+
+    def pedantic(self, benchmark, fn, rounds=None, warmup_rounds=1):
+        """Time `fn` (which synchronises the device itself): (median seconds or None if disabled, result)."""
+        result = benchmark.pedantic(fn, rounds=rounds or self.rounds, warmup_rounds=warmup_rounds, iterations=1)
+        return (benchmark.stats.stats.median if benchmark.stats is not None else None), result
+
+    def record(self, benchmark, **info):
+        base = {"device": self.device.type, "gpu": perf.machine_info(self.device)["gpu"],
+                "threads": torch.get_num_threads()}
+        benchmark.extra_info.update({**base, **{k: _round(v) for k, v in info.items()}})
+
+
+def _round(v):
+    return round(v, 6) if isinstance(v, float) else v
+
+
+@pytest.fixture(scope="session")
+def bench(pytestconfig) -> BenchSession:
+    session = BenchSession(pytestconfig)
+    pytestconfig._dimr_bench = session
+    return session
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """GPU, CUDA, torch, commit and the matmul roofline of this run, saved with every result file."""
+    device = bench_device(config)
+    machine_info["dimr"] = perf.machine_info(device)
+    machine_info["dimr"]["machine"] = perf.machine_name(machine_info["dimr"])
+    session = getattr(config, "_dimr_bench", None)
+    if session is not None and session._peak is not None:
+        machine_info["dimr"]["matmul_peak_tflops"] = round(session._peak, 4)
+        machine_info["dimr"]["matmul_dtype"] = str(perf.reference_dtype(device)).removeprefix("torch.")

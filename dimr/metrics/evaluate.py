@@ -1,0 +1,216 @@
+"""`dimr evaluate RUN_DIR`: metrics of RUN_DIR/samples.npz -> RUN_DIR/metrics.json (values + protocol).
+
+Every input file (samples, extractor weights, reference statistics, clean-fid weights) is checked for
+existence and sha256 before anything is computed. Every metric row carries its protocol (SPEC §5):
+extractor and weights hash, number of samples, seed range, sampler, steps, guidance, reference file
+and hash, git commit, library versions.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dimr.config import dataclass_from_dict, deep_merge, git_commit, parse_overrides
+from dimr.errors import ConfigError, MissingFileError
+from dimr.io import atomic_write_json, sha256_file
+
+SAMPLES_FILE, METRICS_FILE, CONFIG_FILE = "samples.npz", "metrics.json", "config.json"
+METRIC_KEYS = ("fid", "is_mean", "is_std", "precision", "recall", "clean_fid")
+
+
+@dataclass
+class EvaluateConfig:
+    """The `evaluate` section of a run config: everything that changes the metric numbers."""
+
+    extractor: str = "fmnist-net"          # fmnist-net (Fashion-MNIST) | inception-v3-compat (ImageNet)
+    extractor_weights: str | None = None   # weights file; None: Inception's $TORCH_HOME/hub/checkpoints copy
+    extractor_sha256: str | None = None    # expected hash; None: official Inception hash / fidnet.json's
+    reference: str | None = None           # statistics .npz: `dimr reference` output or ADM's VIRTUAL_*.npz
+    reference_sha256: str | None = None    # expected hash of the reference (None: recorded, not checked)
+    metrics: list[str] = field(default_factory=lambda: ["fid", "is", "prc"])  # any of fid, is, prc
+    num_samples: int | None = None         # the first N images of samples.npz (None: all)
+    num_pr: int = 10000                    # samples and reference features for precision/recall
+    prc_neighborhood: int = 3              # k of the k-NN manifolds (Kynkäänniemi et al. 2019)
+    is_split_size: int = 5000              # IS over consecutive chunks of this many samples (ADM)
+    clean_fid: bool = False                # also compute clean-fid's FID as a cross-check
+    clean_fid_mode: str = "clean"          # clean | legacy_tensorflow (Inception only)
+    clean_fid_weights: str | None = None   # clean-fid's inception-2015-12-05.pt (Inception only)
+    clean_fid_sha256: str | None = None    # None: the known hash of that file
+    clean_fid_num: int = 10000             # images per side in the clean-fid check (PNG round trip)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvaluateConfig":
+        """Unknown keys and wrong types are errors listing the valid ones."""
+        return d if isinstance(d, cls) else dataclass_from_dict(cls, d, "evaluate")
+
+    def validate(self, where: str = "evaluate") -> None:
+        from dimr.metrics.clean_fid_check import MODES
+        from dimr.metrics.extractors import EXTRACTORS
+        from dimr.metrics.fidelity import METRICS
+
+        if self.extractor not in EXTRACTORS:
+            raise ConfigError(f"{where}.extractor: unknown {self.extractor!r}; valid: {sorted(EXTRACTORS)}")
+        bad = sorted(set(self.metrics) - set(METRICS))
+        if bad or not self.metrics:
+            raise ConfigError(f"{where}.metrics: {self.metrics}; choose from {list(METRICS)}")
+        if self.clean_fid_mode not in MODES:
+            raise ConfigError(f"{where}.clean_fid_mode: {self.clean_fid_mode!r}; valid: {list(MODES)}")
+        if self.num_pr <= self.prc_neighborhood or self.is_split_size <= 0 or self.clean_fid_num < 2:
+            raise ConfigError(f"{where}: need num_pr > prc_neighborhood, is_split_size > 0, clean_fid_num >= 2")
+        if self.num_samples is not None and self.num_samples < 2:
+            raise ConfigError(f"{where}.num_samples must be at least 2 (or null for all)")
+
+
+def sampler_protocol(sample: dict) -> dict:
+    """Sampler name, steps and guidance from a `sample` section (missing keys -> None)."""
+    s = sample.get("sampler", {})
+    s = s if isinstance(s, dict) else {"sampler": s}
+    return {"sampler": s.get("sampler", s.get("name")), "steps": s.get("steps", sample.get("steps")),
+            "guidance": s.get("guidance", sample.get("guidance"))}
+
+
+def read_samples(path: Path):
+    """(NpzImages of arr_0, labels or None, seeds or None, meta dict) of a samples.npz."""
+    from dimr.metrics.fidelity import NpzImages
+
+    with np.load(path, allow_pickle=False) as z:
+        if "arr_0" not in z:
+            raise ConfigError(f"{path} has no arr_0 (keys {sorted(z.keys())}); rewrite it with `dimr sample`")
+        labels = z["labels"] if "labels" in z else None
+        seeds = z["seeds"] if "seeds" in z else None
+        meta = json.loads(str(z["meta"])) if "meta" in z else {}
+    images = NpzImages(path)
+    if images.dtype != np.uint8 or len(images.shape) != 4 or images.shape[-1] not in (1, 3):
+        raise ConfigError(f"{path}: arr_0 must be uint8 (N, H, W, 1|3), got {images.dtype} {images.shape}")
+    return images, labels, seeds, meta
+
+
+def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, device=None) -> dict:
+    """Compute the configured metrics of RUN_DIR/samples.npz and write RUN_DIR/metrics.json atomically."""
+    import cleanfid  # noqa: F401  (its version is recorded)
+    import torch
+    import torch_fidelity
+
+    from dimr.metrics import clean_fid_check, extractors
+    from dimr.metrics.fidelity import Extractor, check_reference, extract, metrics_from_features
+    from dimr.metrics.fidelity import reference_pr_features
+    from dimr.metrics.stats import fid_from_stats, load_stats
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise MissingFileError(f"{run_dir / CONFIG_FILE} not found: is {run_dir} a run directory?")
+    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    ev = EvaluateConfig.from_dict(deep_merge(config.get("evaluate", {}), overrides or {}))
+
+    # 1. Every input file, before computing anything.
+    samples_path = run_dir / SAMPLES_FILE
+    if not samples_path.is_file():
+        raise MissingFileError(f"{samples_path} not found; make it with `dimr sample {run_dir}`")
+    samples_sha = sha256_file(samples_path)
+    extractors.resolve_weights(ev.extractor, ev.extractor_weights, ev.extractor_sha256)
+    if ev.reference is None:
+        raise ConfigError("evaluate.reference is not set: make statistics with `dimr reference REF.npz ...` "
+                          "and pass --set evaluate.reference=REF.npz")
+    ref = load_stats(ev.reference, ev.reference_sha256)
+    if ev.clean_fid and ev.extractor == "inception-v3-compat":
+        clean_fid_check.check_cleanfid_weights(ev.clean_fid_weights, ev.clean_fid_sha256)
+    images, labels, seeds, npz_meta = read_samples(samples_path)
+    n = len(images) if ev.num_samples is None else ev.num_samples
+    if n > len(images):
+        raise ConfigError(f"evaluate.num_samples={n} but {samples_path} holds {len(images)} images")
+    clean_ref = clean_fid_reference(ref, ev.clean_fid_num) if ev.clean_fid else None
+
+    # 2. Metrics.
+    extractor = Extractor(ev.extractor, ev.extractor_weights, ev.extractor_sha256, device)
+    check_reference(ref, extractor)
+    feats = extract(extractor, images, batch_size, limit=n, keep=ev.num_pr if "prc" in ev.metrics else 0)
+    ref_pr = reference_pr_features(ref, extractor, ev.num_pr, batch_size) if "prc" in ev.metrics else None
+    values = metrics_from_features(feats, ref, ev.metrics, ref_pr, ev.prc_neighborhood, ev.is_split_size)
+    metrics = {k: values.get(k) for k in METRIC_KEYS}
+    clean = None
+    if ev.clean_fid:
+        ref_images, ref_desc = clean_ref
+        sub = next(images.batches(ev.clean_fid_num, limit=min(n, ev.clean_fid_num)))
+        ours_net = extractor if ev.extractor == "fmnist-net" else None  # else clean-fid's own Inception
+        metrics["clean_fid"] = clean_fid_check.clean_fid(sub, ref_images, ours_net, ev.clean_fid_mode,
+                                                         ev.clean_fid_weights, ev.clean_fid_sha256, batch_size,
+                                                         extractor.device)
+        ours = [extract(extractor, x, batch_size).stats.mu_sigma() for x in (sub, ref_images)]
+        clean = {"mode": ev.clean_fid_mode, "num_samples": len(sub), "num_reference": len(ref_images),
+                 "reference_images": ref_desc, "fid_ours_same_images": fid_from_stats(*ours[0], *ours[1])}
+
+    # 3. Protocol.
+    sample = npz_meta.get("sample") or config.get("sample", {})
+    data = config.get("data", {})
+    meaningful = extractor.weights.meaningful and not (
+        ev.extractor == "inception-v3-compat" and data.get("type") == "fashion-mnist")
+    provenance = config.get("provenance", {})
+    protocol = {
+        **extractor.protocol(), "meaningful": meaningful,
+        "num_samples": n, "samples_sha256": samples_sha,
+        "seed_range": [int(seeds[0]), int(seeds[n - 1])] if seeds is not None else None,
+        "labels": "class-conditional" if labels is not None else None,
+        **sampler_protocol(sample), "seed": config.get("seed"),
+        "reference": str(ev.reference), "reference_sha256": ref.sha256, "reference_kind": ref.kind,
+        "reference_num": ref.n, "is_splits": values.get("is_splits"), "prc_neighborhood": ev.prc_neighborhood,
+        "prc_num_samples": values.get("prc_num_samples"), "prc_num_reference": values.get("prc_num_reference"),
+        "clean_fid": clean, "evaluate": dataclasses.asdict(ev),
+        "git_commit": git_commit(), "run_git_commit": provenance.get("git_commit"),
+        "config_sha256": provenance.get("config_sha256"),
+        "torch_fidelity_version": torch_fidelity.__version__, "clean_fid_version": _version("clean-fid"),
+        "torch_version": torch.__version__, "device": str(extractor.device),
+    }
+    result = {"metrics": metrics, "protocol": protocol}
+    atomic_write_json(run_dir / METRICS_FILE, result)
+    return result
+
+
+def clean_fid_reference(ref, num: int):
+    """Reference images for clean-fid: ADM's arr_0, or the data set our statistics were made from."""
+    from dimr.metrics.fidelity import NpzImages
+    from dimr.metrics.reference import reference_images
+
+    if ref.kind == "adm":
+        return next(NpzImages(ref.path).batches(num, limit=num)), {"data": ref.path, "key": "arr_0"}
+    src = ref.meta.get("source", {})
+    if not src.get("data"):
+        raise ConfigError(f"reference {ref.path} records no source images; the clean-fid check needs them")
+    images, _ = reference_images(src["data"], src.get("split", "train"), src.get("root"), num)
+    if not isinstance(images, np.ndarray):
+        images = next(images.batches(num, limit=num))
+    return images, {**src, "num": len(images)}
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+# ----------------------------------------------------------------------------
+# Command line.
+
+
+def add_arguments(p):
+    p.add_argument("run_dir", help=f"a run directory with {CONFIG_FILE} and {SAMPLES_FILE}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="evaluate.KEY=VALUE",
+                   help="change the evaluate section for this evaluation (recorded in metrics.json), e.g. "
+                        "--set evaluate.reference=work/fmnist-train.npz")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (speed only)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def run(args) -> int:
+    over = parse_overrides(args.overrides)
+    if set(over) - {"evaluate"}:
+        raise ConfigError(f"dimr evaluate --set only changes evaluate.* keys, got {sorted(over)}")
+    result = evaluate_run(args.run_dir, over.get("evaluate", {}), args.batch_size, args.device)
+    shown = {k: round(v, 4) for k, v in result["metrics"].items() if v is not None}
+    print(f"{args.run_dir}: {shown} -> {Path(args.run_dir) / METRICS_FILE}")
+    return 0

@@ -1,0 +1,78 @@
+"""`dimr reference OUT.npz`: reference feature statistics of a data set (FID mu/sigma, a PR subset).
+
+For Fashion-MNIST the images are the padded 32×32 split in its file order (what the diffusion models
+see, uint8, background 0). Any other image set can be given as an .npz with `arr_0` (N, H, W, C) uint8.
+"""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from dimr.errors import ConfigError
+from dimr.io import sha256_file
+from dimr.metrics.fidelity import Extractor, NpzImages, extract
+from dimr.metrics.stats import save_stats
+
+
+def reference_images(data: str, split: str = "train", root=None, num: int | None = None):
+    """(uint8 images or `NpzImages`, source description) of a data set name or an images .npz."""
+    if data == "fashion-mnist":
+        from dimr.data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
+        from dimr.metrics.fidnet import RESOLUTION, pad_to_resolution
+
+        root = root or DEFAULT_ROOT
+        images, _ = load_fashion_mnist(root, split)
+        return pad_to_resolution(images[:num]), {"data": data, "split": split, "root": str(root),
+                                                 "resolution": RESOLUTION}
+    path = Path(data)
+    if path.suffix != ".npz":
+        raise ConfigError(f"--data {data!r}: expected 'fashion-mnist' or an .npz holding arr_0 (N, H, W, C) uint8")
+    if not path.is_file():
+        from dimr.errors import MissingFileError
+
+        raise MissingFileError(f"image file not found: {path}")
+    return NpzImages(path), {"data": str(path), "data_sha256": sha256_file(path)}
+
+
+def make_reference(out, extractor: Extractor, source, source_meta: dict, num: int | None = None,
+                   num_pr: int = 10000, batch_size: int = 64) -> dict:
+    """Extract, then write mu/sigma (float64), the first `num_pr` features and metadata to `out`."""
+    import torch_fidelity
+
+    from dimr import __version__
+    from dimr.config import git_commit
+
+    hasher = hashlib.sha256()
+    feats = extract(extractor, source, batch_size, limit=num, keep=num_pr, hasher=hasher)
+    meta = {**extractor.protocol(), "num": feats.stats.n, "num_pr": min(num_pr, feats.stats.n),
+            "source": source_meta, "content_sha256": hasher.hexdigest(),
+            "torch_fidelity": torch_fidelity.__version__, "dimr": __version__, "git_commit": git_commit()}
+    save_stats(out, feats.stats, meta)
+    return meta
+
+
+# ----------------------------------------------------------------------------
+# Command line.
+
+
+def add_arguments(p):
+    p.add_argument("out", help="statistics file to write (.npz)")
+    p.add_argument("--data", default="fashion-mnist", help="'fashion-mnist' or an .npz with arr_0 images")
+    p.add_argument("--split", default="train", choices=["train", "test"], help="Fashion-MNIST split")
+    p.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder (default Debian's)")
+    p.add_argument("--num", type=int, default=None, help="use the first N images (default all)")
+    p.add_argument("--num-pr", type=int, default=10000, help="features kept for precision/recall")
+    p.add_argument("--extractor", default="fmnist-net", choices=["fmnist-net", "inception-v3-compat"])
+    p.add_argument("--extractor-weights", default=None, help="weights file (fidnet.pt or the Inception .pth)")
+    p.add_argument("--extractor-sha256", default=None, help="expected sha256 of the weights")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (speed only)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def run(args) -> int:
+    extractor = Extractor(args.extractor, args.extractor_weights, args.extractor_sha256, args.device)
+    source, meta = reference_images(args.data, args.split, args.data_root, args.num)
+    out = make_reference(args.out, extractor, source, meta, args.num, args.num_pr, args.batch_size)
+    print(f"reference: {out['num']} images, extractor {out['extractor']} -> {args.out}")
+    return 0

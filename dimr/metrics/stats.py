@@ -1,0 +1,129 @@
+"""Feature statistics streamed in float64 and FID as a pure function of two statistics (EDM2 style).
+
+A statistics file is an `.npz` with `mu` (D,) and `sigma` (D, D) in float64, `n`, an optional
+`features` subset (K, D) for precision/recall, and `meta` (a JSON string: extractor, weights sha256,
+source, content hash). ADM's reference batches (`VIRTUAL_imagenet*_labeled.npz`: `mu`, `sigma`,
+`arr_0`) load through the same `load_stats`.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dimr.errors import ConfigError, MissingFileError
+from dimr.io import atomic_savez, sha256_file
+
+# ----------------------------------------------------------------------------
+# Streaming: running sums n, Σf, Σffᵀ in float64 (EDM2 `FeatureStats`).
+
+
+class FeatureStats:
+    """Running float64 sums of features; keeps the first `max_keep` rows for precision/recall."""
+
+    def __init__(self, dim: int, max_keep: int = 0, device="cpu"):
+        self.dim, self.max_keep, self.n = dim, max_keep, 0
+        self.sum = torch.zeros(dim, dtype=torch.float64, device=device)
+        self.sum_outer = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        self.kept: list[torch.Tensor] = []
+
+    def update(self, feats: torch.Tensor) -> None:
+        """Add a batch of features (N, D) (any float dtype; summed in float64)."""
+        if feats.ndim != 2 or feats.shape[1] != self.dim:
+            raise ValueError(f"expected features of shape (N, {self.dim}), got {tuple(feats.shape)}")
+        kept = sum(len(k) for k in self.kept)
+        if kept < self.max_keep:
+            self.kept.append(feats[: self.max_keep - kept].float().cpu())
+        x = feats.to(self.sum.device, torch.float64)  # (N, D)
+        self.n += len(x)
+        self.sum += x.sum(0)
+        self.sum_outer += x.T @ x
+
+    def mu_sigma(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and unbiased covariance (the normalisation of `np.cov`), float64 NumPy arrays."""
+        if self.n < 2:
+            raise ValueError(f"FID statistics need at least 2 images, got {self.n}")
+        mu = self.sum / self.n
+        sigma = (self.sum_outer - self.n * torch.outer(mu, mu)) / (self.n - 1)
+        return mu.cpu().numpy(), sigma.cpu().numpy()
+
+    def features(self) -> np.ndarray | None:
+        return torch.cat(self.kept).numpy() if self.kept else None
+
+
+# ----------------------------------------------------------------------------
+# FID (Heusel et al. 2017, Eq. 6): |mu1 - mu2|² + tr(S1 + S2 - 2 (S1 S2)^½).
+
+
+def fid_from_stats(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """Fréchet distance of two Gaussians in float64 with scipy's sqrtm (the ADM / pytorch-fid recipe)."""
+    from scipy import linalg
+
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
+        raise ConfigError(f"FID statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} "
+                          f"vs {sigma2.shape}; were both made with the same feature extractor?")
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():  # nearly singular product: offset the diagonals (pytorch-fid)
+        offset = np.eye(len(sigma1)) * eps
+        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):  # rounding gives a tiny imaginary part; a large one is a real failure
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"FID: sqrtm has an imaginary component {np.abs(covmean.imag).max():.3g}; "
+                             "the covariances are degenerate (too few images for the feature dimension?)")
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+# ----------------------------------------------------------------------------
+# Files.
+
+
+@dataclass
+class Stats:
+    """Statistics of one image set, as loaded from a file."""
+
+    mu: np.ndarray                         # (D,) float64
+    sigma: np.ndarray                      # (D, D) float64
+    n: int | None = None                   # images behind mu/sigma (None: not recorded, ADM files)
+    features: np.ndarray | None = None     # (K, D) subset for precision/recall
+    meta: dict = field(default_factory=dict)
+    kind: str = "dimr"                     # "dimr" (ours) or "adm" (reference batch with arr_0 images)
+    path: str | None = None
+    sha256: str | None = None
+
+
+def save_stats(path, stats: FeatureStats, meta: dict) -> Path:
+    """Write mu, sigma, n, the kept features and `meta` (JSON) atomically."""
+    mu, sigma = stats.mu_sigma()
+    arrays = {"mu": mu, "sigma": sigma, "n": np.int64(stats.n), "meta": np.array(json.dumps(meta, sort_keys=True))}
+    if (feats := stats.features()) is not None:
+        arrays["features"] = feats
+    return atomic_savez(path, **arrays)
+
+
+def load_stats(path, sha256: str | None = None) -> Stats:
+    """Load our statistics file or an ADM reference batch; mu/sigma are cast to float64 (SPEC §5)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"reference statistics not found: {path}; make them with `dimr reference "
+                               f"{path} --data fashion-mnist --split train --extractor-weights FIDNET.pt` "
+                               "or download ADM's VIRTUAL_imagenet*_labeled.npz")
+    digest = sha256_file(path)
+    if sha256 is not None and digest != sha256.lower():
+        raise MissingFileError(f"{path}: sha256 {digest} differs from the expected {sha256}; "
+                               "the reference statistics changed: regenerate them or fix the expected hash")
+    with np.load(path, allow_pickle=False) as z:
+        if "mu" not in z or "sigma" not in z:
+            raise ConfigError(f"{path} has no `mu`/`sigma` arrays (keys: {sorted(z.keys())}); "
+                              "it is not a statistics file")
+        mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
+        if "meta" in z:
+            return Stats(mu, sigma, int(z["n"]), z["features"] if "features" in z else None,
+                         json.loads(str(z["meta"])), "dimr", str(path), digest)
+        kind = "adm" if "arr_0" in z else "plain"
+        return Stats(mu, sigma, None, None, {}, kind, str(path), digest)

@@ -1,0 +1,91 @@
+"""Model presets keyed by the paper's names (SPEC §2–3 table); each is a full config dict with a `type` key.
+
+Branches are written (block, D, N blocks as configured, heads, patch): T = transformer, C = ConvNeXt.
+Fields not in a row keep their dataclass default (config.py). `mlp_ratio` stays None in a preset (2 for
+GLU, 4 for plain MLP) so that `--set mlp=gelu` gives the paper's ratio; the resolved config records it.
+"""
+
+import dataclasses
+
+from dimr.models.config import MRNConfig, TransformerConfig
+
+_BLOCK = {"T": "transformer", "C": "convnext"}
+
+
+def _mrn(inp, branches, mlp, conditioning, **extra):
+    C, res, classes = inp
+    row = dict(
+        in_channels=C, resolution=res, num_classes=classes, mlp=mlp, conditioning=conditioning, **extra
+    )
+    row.update(
+        block_types=[_BLOCK[b[0]] for b in branches],
+        widths=[b[1] for b in branches],
+        depths=[b[2] for b in branches],
+        heads=[b[3] for b in branches],
+        patch_sizes=[b[4] for b in branches],
+    )
+    return {"type": "mrn", **dataclasses.asdict(MRNConfig(**row))}
+
+
+def _tf(inp, patch, D, depth, heads, conditioning, style, **extra):
+    C, res, classes = inp
+    row = dict(
+        in_channels=C,
+        resolution=res,
+        num_classes=classes,
+        patch_size=patch,
+        width=D,
+        depth=depth,
+        heads=heads,
+        conditioning=conditioning,
+    )
+    row.update(_STYLE[style], learn_sigma=style == "dit")
+    row.update(extra)
+    return {"type": "transformer", **dataclasses.asdict(TransformerConfig(**row))}
+
+
+# The two single-branch families, as switches of one Transformer (SPEC §3).
+_STYLE = {
+    "uvit": dict(class_token=True, long_skips=True, pos_embed="learned", final_conv=True, qkv_bias=False),
+    "dit": dict(class_token=False, long_skips=False, pos_embed="sincos", final_conv=False, qkv_bias=True),
+}
+
+LAT256 = (4, 32, 1000)  # input (C, resolution, classes): SD-VAE latents of 256×256 ImageNet
+LAT512 = (4, 64, 1000)  # SD-VAE latents of 512×512 ImageNet
+IN64 = (3, 64, 1000)  # 64×64 ImageNet pixels
+FMNIST = (1, 32, 10)  # the embedded Fashion-MNIST default, padded to 32×32
+
+# fmt: off
+# Branches, lowest resolution first: (block, D, N blocks as configured, heads, patch).
+_XL2R   = [("T", 960, 39, 16, 2), ("C", 480, 20, 0, 1)]
+_G2R    = [("T", 1152, 57, 16, 2), ("C", 576, 29, 0, 1)]
+_XL3R   = [("T", 960, 39, 16, 4), ("C", 480, 20, 0, 2), ("C", 240, 20, 0, 1)]
+_M3R    = [("T", 768, 15, 12, 4), ("C", 384, 8, 0, 2), ("C", 192, 8, 0, 1)]
+_TINY3R = [("T", 96, 5, 4, 4), ("C", 48, 2, 0, 2), ("C", 24, 2, 0, 1)]  # 8×8, 16×16, 32×32 grids
+_TINY2R = [("T", 64, 5, 4, 2), ("C", 32, 2, 0, 1)]  # 16×16, 32×32 grids
+
+PRESETS: dict[str, dict] = {
+    # ---- paper presets (counts checked against SPEC in tests/test_models_counts.py) ----
+    # name                      input   branches  mlp     conditioning
+    "dimr-xl-2r":          _mrn(LAT256, _XL2R,    "glu",  "td-rmsnorm"),  # released config
+    "dimr-g-2r":           _mrn(LAT256, _G2R,     "glu",  "td-rmsnorm"),  # released config
+    "dimr-xl-3r":          _mrn(LAT512, _XL3R,    "glu",  "td-rmsnorm"),
+    "dimr-m-3r":           _mrn(IN64,   _M3R,     "glu",  "td-ln"),       # Table 1 row 5/6
+    "dimr-m-3r-noglu":     _mrn(IN64,   _M3R,     "gelu", "td-ln"),       # Table 1 row 4
+    "mrn-m-3r-adaln-zero": _mrn(IN64,   _M3R,     "gelu", "adaln-zero"),  # Table 1 row 3
+    # name                     input   patch D     depth heads conditioning   style
+    "uvit-m-4":            _tf(IN64,   4,    768,  16,   12,   "time-token",  "uvit"),  # Table 1 row 1
+    "uvit-m-4-adaln-zero": _tf(IN64,   4,    768,  16,   12,   "adaln-zero",  "uvit"),  # Table 1 row 2
+    "uvit-h-2":            _tf(LAT256, 2,    1152, 28,   16,   "time-token",  "uvit", final_conv=False),
+    "dit-xl-2":            _tf(LAT256, 2,    1152, 28,   16,   "adaln-zero",  "dit"),
+    # ---- tiny Fashion-MNIST presets: the roadmap rows of Table 1 (row 6 = tiny-dimr + multi-scale loss) ----
+    "tiny-uvit":           _tf(FMNIST, 4,    96,   6,    4,    "time-token",  "uvit"),
+    "tiny-uvit-adaln-zero": _tf(FMNIST, 4,   96,   6,    4,    "adaln-zero",  "uvit"),
+    "tiny-mrn-adaln-zero": _mrn(FMNIST, _TINY3R,  "gelu", "adaln-zero"),
+    "tiny-mrn-tdln":       _mrn(FMNIST, _TINY3R,  "gelu", "td-ln"),
+    "tiny-dimr":           _mrn(FMNIST, _TINY3R,  "glu",  "td-ln"),
+    # ---- further tiny ablation presets ----
+    "tiny-dimr-2r":        _mrn(FMNIST, _TINY2R,  "glu",  "td-rmsnorm"),
+    "tiny-dit":            _tf(FMNIST, 2,    64,   6,    4,    "adaln-zero",  "dit", learn_sigma=False),
+}
+# fmt: on

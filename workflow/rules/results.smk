@@ -1,0 +1,53 @@
+# Runs -> one long table per study -> paper-style tables and figures, all shown in the HTML report.
+
+
+rule aggregate:
+    input:
+        metrics=study_files_of("metrics.json"),
+        configs=study_files_of("config.json"),
+        info=study_files_of("model_info.json"),
+    output:
+        report("results/{study}.csv", caption="../report/table_csv.rst", category="{study}",
+               subcategory="tables", labels={"study": "{study}", "item": "long table (CSV)"}),
+    log:
+        "logs/results/{study}.aggregate.log",
+    params:
+        runs=run_meta,
+        study=study_meta,
+    localrule: True
+    script:
+        "../scripts/aggregate.py"
+
+
+rule tables:
+    input:
+        "results/{study}.csv",
+    output:
+        md="results/{study}.md",
+        tex="results/{study}.tex",
+        html=report("reports/{study}/table.html", caption="../report/table.rst", category="{study}",
+                    subcategory="tables", labels={"study": "{study}", "item": "table"}),
+    log:
+        "logs/results/{study}.tables.log",
+    params:
+        study=study_meta,
+    localrule: True
+    script:
+        "../scripts/tables.py"
+
+
+rule figures:
+    input:
+        table="results/{study}.csv",
+        grids=study_files_of("grid.png"),
+    output:
+        **{fig: report(f"reports/{{study}}/{fig}.png", caption=f"../report/{fig}.rst", category="{study}",
+                       subcategory="figures", labels={"study": "{study}", "item": fig})
+           for fig in FIGURES},
+    log:
+        "logs/results/{study}.figures.log",
+    params:
+        study=study_meta,
+    localrule: True
+    script:
+        "../scripts/figures.py"

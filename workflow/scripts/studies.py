@@ -1,0 +1,123 @@
+"""Study files (ablations/<study>.yaml): schema check, expansion into run specs, resolution by dimr.config.
+
+A study holds a base run spec per scale and variants that list only what they change. The spec of the
+run (variant, seed) at a scale is `site[recipe] <- base <- variant.spec <- variant.<scale>` plus its
+name and seed; `dimr.config.resolve_run_config` turns it into the full run config. Every error names
+the study file and the key. Imports neither torch nor Snakemake (resolution imports dimr lazily).
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from dimr.config import deep_merge
+from dimr.errors import ConfigError
+
+SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schemas" / "study.schema.json"
+RUNS_DIR = "runs"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (variant, seed) of a study at a scale; `dir` is its run directory."""
+
+    study: str
+    scale: str
+    variant: str
+    seed: int
+
+    @property
+    def dir(self) -> str:
+        return f"{RUNS_DIR}/{self.study}/{self.scale}/{self.variant}/seed{self.seed}"
+
+
+def load_yaml(path) -> dict:
+    """Parse a YAML file, with an error naming the file when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: study file not found")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+
+
+def schema_error_message(path, error: jsonschema.ValidationError) -> str:
+    """'FILE: key A.B: problem; valid keys/choices: ...' for one jsonschema error."""
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        key = ".".join(str(p) for p in [*error.absolute_path, unknown[0]]) if unknown else where
+        return f"{path}: key {key!r}: unknown key; valid keys here: {allowed}"
+    if error.validator == "propertyNames":
+        return (f"{path}: key {where}.{error.instance!r}: variant names may use a-z, 0-9, '_', '.', '-' "
+                "(they name run directories)")
+    return f"{path}: key {where!r}: {error.message}"
+
+
+def validate_study(study: dict, path) -> dict:
+    """Check a parsed study against workflow/schemas/study.schema.json and the cross-key rules."""
+    schema = json.loads(SCHEMA_FILE.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    best = jsonschema.exceptions.best_match(validator.iter_errors(study))
+    if best is not None:
+        raise ConfigError(schema_error_message(path, best))
+    for name, variant in study["variants"].items():
+        for scale in ("tiny", "paper"):
+            if scale in variant and scale not in study["scales"]:
+                raise ConfigError(f"{path}: key 'variants.{name}.{scale}': the study has no scale {scale!r}; "
+                                  f"its scales: {sorted(study['scales'])}")
+    return study
+
+
+def load_study(path) -> dict:
+    """A validated study; its name is the file's stem."""
+    study = validate_study(load_yaml(path), path)
+    study["name"] = Path(path).stem
+    study["path"] = str(path)
+    return study
+
+
+def runs_of(study: dict, scale: str, max_seeds: int | None = None) -> list[Run]:
+    """Every run of `study` at `scale`, variants in file order, then seeds."""
+    if scale not in study["scales"]:
+        raise ConfigError(f"{study['path']}: has no scale {scale!r} (the workflow config's `scale`); "
+                          f"its scales: {sorted(study['scales'])}")
+    seeds = study["scales"][scale].get("seeds", [0])[:max_seeds]
+    return [Run(study["name"], scale, v, s) for v in study["variants"] for s in seeds]
+
+
+def run_spec(study: dict, run: Run, site: dict) -> dict:
+    """The run spec: site paths of the recipe <- base <- variant.spec <- variant.<scale>, plus name and seed."""
+    variant = study["variants"][run.variant]
+    spec = deep_merge(study["scales"][run.scale]["base"], variant.get("spec", {}))
+    spec = deep_merge(spec, variant.get(run.scale, {}))
+    spec = deep_merge(site.get(spec["recipe"], {}), spec)
+    spec.update(name=f"{run.study}/{run.variant}/seed{run.seed}", seed=run.seed)
+    return spec
+
+
+def resolve_run(study: dict, run: Run, site: dict) -> dict:
+    """`resolve_run_config` of the run's spec; errors name the study file, the variant and the scale.
+
+    A data set absent on this machine raises MissingFileError (the data's shape fixes the model's input).
+    """
+    from dimr.config import resolve_run_config  # imports the models (torch): only when resolving
+
+    try:
+        return resolve_run_config(run_spec(study, run, site))
+    except ConfigError as e:
+        sources = [f"scales.{run.scale}.base", f"variants.{run.variant}.spec", f"variants.{run.variant}.{run.scale}"]
+        raise ConfigError(f"{study['path']}: variant {run.variant!r} at scale {run.scale!r} "
+                          f"(keys from {', '.join(sources)}): {e}") from None
+
+
+def variant_table(study: dict) -> list[dict]:
+    """Row metadata for tables and figures: variant, label, order, paper_fid, paper_params (None if absent)."""
+    return [{"variant": name, "label": v.get("label", name), "order": i,
+             "paper_fid": v.get("paper_fid"), "paper_params": v.get("paper_params")}
+            for i, (name, v) in enumerate(study["variants"].items())]
