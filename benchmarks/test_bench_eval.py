@@ -11,7 +11,7 @@ IMAGES = {"fmnist-net": (32, 1), "inception-v3-compat": (256, 3)}  # the images 
 
 
 def extractor_weights(name: str, tmp_dir) -> tuple[str, str | None]:
-    """fmnist-net: a randomly initialised FashionNet in `dimr fidnet`'s format; Inception: the configured file."""
+    """fmnist-net: a random FashionNet in `dimr fidnet`'s format; Inception: torch-fidelity's weights file."""
     from dimr.io import atomic_torch_save, sha256_file
     from dimr.metrics import extractors, fidnet
 

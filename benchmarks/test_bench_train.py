@@ -31,7 +31,8 @@ class TrainBench:
         from dimr.training.loop import TrainStep
 
         cfg = {**self.cfg, "train": {**self.cfg["train"], "batch_size": batch}}
-        self.train_step = TrainStep(self.net, self.model, self.ema, self.optimizer, self.objective, cfg, batch)
+        self.train_step = TrainStep(self.net, self.model, self.ema, self.optimizer, self.objective, cfg,
+                                    micro=batch)
         m = self.model
         self.x = torch.randn(batch, m.in_channels, m.resolution, m.resolution)
         self.y = torch.randint(0, m.num_classes, (batch,))

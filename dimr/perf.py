@@ -6,6 +6,7 @@ attention decomposed by the math SDPA backend, so a count does not depend on the
 flash attention's recomputation in the backward pass is not counted (PaLM's "model FLOPs", App. B).
 """
 
+import gc
 import os
 import platform
 import re
@@ -108,9 +109,11 @@ def largest_batch(try_batch, start: int, minimum: int = 1) -> int:
         except (torch.OutOfMemoryError, RuntimeError) as err:
             if not is_out_of_memory(err) or batch // 2 < minimum:
                 raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            batch //= 2
+        # Here, outside the handler, the traceback and the activations its frames held are released.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        batch //= 2
 
 
 # ----------------------------------------------------------------------------
@@ -169,7 +172,7 @@ def machine_info(device) -> dict:
     info = {
         "device": device.type,
         "torch": torch.__version__,
-        "cuda": torch.version.cuda,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,  # of the torch build in use
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "python": platform.python_version(),
         "cpu": cpu_model(),

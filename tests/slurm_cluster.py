@@ -23,9 +23,16 @@ What the fixture gives (a `SlurmCluster`):
                            the controller by up to a second or two; this waits for a first record)
     log_tail(daemon, n=30) last lines of dir/log/<daemon>.log (slurmctld, slurmd, slurmdbd, ...)
 
-The cluster comes from workflow/slurm/cluster.sh (up/down; every daemon stopped by PID). Job ids
-restart at 1 with each session: give each test its own submitit folder and job name. If the SLURM
-programs are missing the fixture fails (it does not skip) and names the apt line that installs them.
+Also here: processes_of(path) -> ["pid cmdline", ...] of live processes with `path/` in their argv.
+
+Submitting: run workflow/scripts/submit.py --executor slurm (see tests/test_dispatch_slurm.py) with
+`--poll-s 1` to keep tests fast and `--timeout-min 15` (under ~12.5 min submitit counts every USR2
+as a time-out). Requeue-to-running takes ~11 s (cred_expire=10). Job ids restart at 1 with each
+session: give each test its own submitit folder and job name.
+
+The cluster comes from workflow/slurm/cluster.sh (up/down; every daemon stopped by PID) in a fresh
+/tmp/dimr-slurm-* directory, removed afterwards unless DIMR_KEEP_SLURM_DIR=1. If the SLURM programs
+are missing the fixture fails (it does not skip) and names the apt line that installs them.
 Teardown cancels all jobs, stops the daemons and fails if any process of the cluster survives.
 """
 
@@ -34,7 +41,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "workflow" / "slurm" / "cluster.sh"
 APT_LINE = ("apt-get install -y --no-install-recommends "
             "slurmctld slurmd slurm-client munge slurmdbd mariadb-server")
-PROGRAMS = ("munged", "mungekey", "mariadb-install-db", "mariadbd", "slurmdbd", "slurmctld", "slurmd",
+PROGRAMS = ("munged", "mungekey", "mariadbd", "slurmdbd", "slurmctld", "slurmd",
             "sbatch", "squeue", "sacct", "scancel", "sinfo", "srun")
 
 
@@ -56,7 +63,6 @@ class SlurmCluster:
     up_s: float = 0.0
     down_s: float = 0.0
     partitions: tuple = ("debug", "high")
-    _timings: dict = field(default_factory=dict)
 
     @property
     def conf(self) -> Path:

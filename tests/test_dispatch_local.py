@@ -109,3 +109,26 @@ def test_launcher_refuses_a_missing_command(tmp_path):
 def test_launcher_refuses_bad_options(tmp_path, bad):
     res = run(launcher(tmp_path, ["true"], *bad))
     assert res.returncode == 2, res.stderr
+
+
+def test_local_rerun_after_a_killed_launcher_reattaches(tmp_path):
+    state = tmp_path / "state"
+    cmd = launcher(tmp_path, counter(state, 40, 0.05))
+    first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while count(state) < 2:
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+    first.kill()  # SIGKILL: no chance to cancel; the local job's controller keeps running
+    first.wait()
+    second = run(cmd)
+    assert second.returncode == 0, second.stderr
+    assert "re-attaching" in second.stdout
+    assert count(state) == 40 and len(starts(state)) == 1  # one run, finished, not restarted
+
+
+def test_unreadable_job_record_is_an_error_not_a_resubmission(tmp_path):
+    (tmp_path / "job.json").write_text("{not json")
+    res = run(launcher(tmp_path, ["true"]))
+    assert res.returncode == 1 and "unreadable job record" in res.stderr and "delete it" in res.stderr
+    assert not (tmp_path / "submitit").exists()

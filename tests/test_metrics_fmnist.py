@@ -85,7 +85,8 @@ def test_our_fid_equals_an_independent_scipy_computation(feats):
     a = feats["train"].stats.features().astype(np.float64)  # all 10k kept
     b = feats["test"].stats.features().astype(np.float64)
     m1, s1, m2, s2 = a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
-    independent = ((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    independent = ((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
     ours = fid_from_stats(*feats["test"].stats.mu_sigma(), *feats["train"].stats.mu_sigma())
     np.testing.assert_allclose(ours, independent, rtol=1e-6)
 
@@ -104,7 +105,8 @@ def test_streamed_path_agrees_with_torch_fidelity_calculate_metrics(extractor, i
 def test_clean_fid_with_the_same_extractor_agrees_with_ours(extractor, images):
     gen, real = images["test"][:2000], images["train"][:2000]
     theirs = clean_fid(gen, real, extractor)
-    ours = fid_from_stats(*extract(extractor, gen).stats.mu_sigma(), *extract(extractor, real).stats.mu_sigma())
+    stats = [extract(extractor, x).stats.mu_sigma() for x in (gen, real)]
+    ours = fid_from_stats(*stats[0], *stats[1])
     print(f"clean-fid {theirs:.6f} vs ours {ours:.6f}")
     assert theirs == pytest.approx(ours, rel=1e-3)  # tolerance: 0.1% (float32 mean in clean-fid)
 
@@ -128,8 +130,8 @@ def test_missing_or_altered_weights_are_errors(net_dir, tmp_path):
 
 
 def test_reference_command_writes_stats_with_provenance(net_dir, tmp_path):
-    args = argparse.Namespace(out=str(tmp_path / "ref.npz"), data="fashion-mnist", split="test", data_root=None,
-                              num=500, num_pr=100, extractor="fmnist-net",
+    args = argparse.Namespace(out=str(tmp_path / "ref.npz"), data="fashion-mnist", split="test",
+                              data_root=None, num=500, num_pr=100, extractor="fmnist-net",
                               extractor_weights=str(net_dir / fidnet.WEIGHTS_FILE), extractor_sha256=None,
                               batch_size=250, device="cpu")
     assert reference_cmd.run(args) == 0
@@ -143,9 +145,10 @@ def test_reference_command_writes_stats_with_provenance(net_dir, tmp_path):
 def make_run(run_dir, images, weights, reference, config_extra=None, evaluate_extra=None):
     run_dir.mkdir()
     n = len(images)
-    atomic_savez(run_dir / "samples.npz", arr_0=images, labels=np.arange(n) % 10, seeds=np.arange(100, 100 + n))
-    cfg = {"evaluate": {"extractor": "fmnist-net", "extractor_weights": str(weights), "reference": str(reference),
-                        "num_pr": 100, **(evaluate_extra or {})}}
+    atomic_savez(run_dir / "samples.npz", arr_0=images, labels=np.arange(n) % 10,
+                 seeds=np.arange(100, 100 + n))
+    cfg = {"evaluate": {"extractor": "fmnist-net", "extractor_weights": str(weights),
+                        "reference": str(reference), "num_pr": 100, **(evaluate_extra or {})}}
     cfg.update(config_extra or {})
     atomic_write_json(run_dir / "config.json", cfg)
     return run_dir
@@ -158,8 +161,8 @@ def test_evaluate_writes_metrics_json_with_every_protocol_field(extractor, net_d
               "sample": {"num_samples": 300, "seed_start": 100,
                          "sampler": {"sampler": "dpmpp-2m", "steps": 20, "guidance": {"scale": 0.5}}},
               "provenance": {"git_commit": "abc123", "config_sha256": "f" * 64}}
-    run = make_run(tmp_path / "run", images["test"][:300], net_dir / fidnet.WEIGHTS_FILE, tmp_path / "ref.npz",
-                   config, {"clean_fid": True, "clean_fid_num": 150})
+    run = make_run(tmp_path / "run", images["test"][:300], net_dir / fidnet.WEIGHTS_FILE,
+                   tmp_path / "ref.npz", config, {"clean_fid": True, "clean_fid_num": 150})
     result = evaluate_run(run, device="cpu")
     assert json.loads((run / "metrics.json").read_text()) == json.loads(json.dumps(result))
     m, p = result["metrics"], result["protocol"]

@@ -7,6 +7,15 @@ from dimr.models import PRESETS, build_model, resolve_model_config
 from dimr.models.counting import count_gmacs, count_params, param_breakdown
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP stalls when the 2 cores are shared with other jobs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _meta_model(preset, **overrides):
     with torch.device("meta"):
         return build_model(resolve_model_config(preset, overrides))
@@ -55,7 +64,7 @@ def test_official_mrn_structure_choices_are_what_the_counts_need():
     last = count_params(_meta_model("dimr-xl-2r", cascade_features="last"))
     tdln = count_params(_meta_model("dimr-xl-2r", conditioning="td-ln"))
     D1, D2 = 960, 480
-    # the all-feature cascade reads (nb + 1)·D = 40·960 channels, "last" only D: 39·D fewer TD-LN/Linear inputs
+    # the all-feature cascade reads (nb + 1)·D = 40·960 channels, "last" only D: 39·D fewer inputs
     assert base - last == 39 * D1 * (8 + 4 * D2)
     # TD-LN costs 8·D per norm, TD-RMSNorm 4·D; two norms per transformer block, one per ConvNeXt block
     assert tdln - base == 4 * (2 * 39 * D1 + 21 * D2)
@@ -80,5 +89,5 @@ def test_breakdown_sums_to_total_and_names_components():
 def test_tiny_presets_are_small():
     for name in [n for n in PRESETS if n.startswith("tiny-")]:
         n = count_params(_meta_model(name))
-        assert 2e5 <= n <= 5e6, f"{name}: {n} parameters"
+        assert 1e5 <= n <= 5e6, f"{name}: {n} parameters"
         assert resolve_model_config(name)["in_channels"] == 1

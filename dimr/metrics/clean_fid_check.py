@@ -23,8 +23,12 @@ import torch
 from PIL import Image
 
 from dimr.errors import ConfigError
-from dimr.metrics.extractors import CLEANFID_INCEPTION_FILE, CLEANFID_INCEPTION_SHA256, CLEANFID_INCEPTION_URL
-from dimr.metrics.extractors import check_file
+from dimr.metrics.extractors import (
+    CLEANFID_INCEPTION_FILE,
+    CLEANFID_INCEPTION_SHA256,
+    CLEANFID_INCEPTION_URL,
+    check_file,
+)
 from dimr.metrics.fidelity import Extractor, check_images
 
 MODES = ("clean", "legacy_tensorflow")
@@ -35,7 +39,7 @@ FETCH = (f"on a machine with internet: `curl -L -o {CLEANFID_INCEPTION_FILE} {CL
 def check_cleanfid_weights(path, sha256: str | None = None) -> str:
     """sha256 of clean-fid's TorchScript Inception; the known hash unless another is configured."""
     if path is None:
-        raise ConfigError(f"the clean-fid cross-check with Inception needs evaluate.clean_fid_weights; {FETCH}")
+        raise ConfigError(f"the clean-fid check with Inception needs evaluate.clean_fid_weights; {FETCH}")
     return check_file(path, "clean-fid Inception weights", FETCH, sha256 or CLEANFID_INCEPTION_SHA256)
 
 
@@ -98,8 +102,9 @@ def clean_fid(samples: np.ndarray, reference: np.ndarray, extractor: Extractor |
             d.mkdir()
             write_pngs(images, d)
         with warnings.catch_warnings():  # clean-fid 0.1.35 passes scipy's deprecated `disp`
-            warnings.filterwarnings("ignore", message=".*`disp` argument is deprecated", category=DeprecationWarning)
-            score = cfid.compute_fid(str(dirs[0]), str(dirs[1]), mode=mode, num_workers=0, batch_size=batch_size,
-                                     device=device, dataset_res=samples.shape[1], custom_feat_extractor=model,
-                                     custom_fn_resize=resize, verbose=False, use_dataparallel=False)
+            warnings.filterwarnings("ignore", ".*`disp` argument is deprecated", DeprecationWarning)
+            score = cfid.compute_fid(str(dirs[0]), str(dirs[1]), mode=mode, num_workers=0,
+                                     batch_size=batch_size, device=device, dataset_res=samples.shape[1],
+                                     custom_feat_extractor=model, custom_fn_resize=resize, verbose=False,
+                                     use_dataparallel=False)
     return float(score)

@@ -59,7 +59,8 @@ class EvaluateConfig:
         if self.clean_fid_mode not in MODES:
             raise ConfigError(f"{where}.clean_fid_mode: {self.clean_fid_mode!r}; valid: {list(MODES)}")
         if self.num_pr <= self.prc_neighborhood or self.is_split_size <= 0 or self.clean_fid_num < 2:
-            raise ConfigError(f"{where}: need num_pr > prc_neighborhood, is_split_size > 0, clean_fid_num >= 2")
+            raise ConfigError(f"{where}: need num_pr > prc_neighborhood, is_split_size >= 1 and "
+                              "clean_fid_num >= 2")
         if self.num_samples is not None and self.num_samples < 2:
             raise ConfigError(f"{where}.num_samples must be at least 2 (or null for all)")
 
@@ -95,8 +96,13 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
     import torch_fidelity
 
     from dimr.metrics import clean_fid_check, extractors
-    from dimr.metrics.fidelity import Extractor, check_reference, extract, metrics_from_features
-    from dimr.metrics.fidelity import reference_pr_features
+    from dimr.metrics.fidelity import (
+        Extractor,
+        check_reference,
+        extract,
+        metrics_from_features,
+        reference_pr_features,
+    )
     from dimr.metrics.stats import fid_from_stats, load_stats
 
     run_dir = Path(run_dir)
@@ -135,9 +141,9 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
         ref_images, ref_desc = clean_ref
         sub = next(images.batches(ev.clean_fid_num, limit=min(n, ev.clean_fid_num)))
         ours_net = extractor if ev.extractor == "fmnist-net" else None  # else clean-fid's own Inception
-        metrics["clean_fid"] = clean_fid_check.clean_fid(sub, ref_images, ours_net, ev.clean_fid_mode,
-                                                         ev.clean_fid_weights, ev.clean_fid_sha256, batch_size,
-                                                         extractor.device)
+        metrics["clean_fid"] = clean_fid_check.clean_fid(
+            sub, ref_images, ours_net, ev.clean_fid_mode, ev.clean_fid_weights, ev.clean_fid_sha256,
+            batch_size, extractor.device)
         ours = [extract(extractor, x, batch_size).stats.mu_sigma() for x in (sub, ref_images)]
         clean = {"mode": ev.clean_fid_mode, "num_samples": len(sub), "num_reference": len(ref_images),
                  "reference_images": ref_desc, "fid_ours_same_images": fid_from_stats(*ours[0], *ours[1])}
@@ -156,7 +162,8 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
         **sampler_protocol(sample), "seed": config.get("seed"),
         "reference": str(ev.reference), "reference_sha256": ref.sha256, "reference_kind": ref.kind,
         "reference_num": ref.n, "is_splits": values.get("is_splits"), "prc_neighborhood": ev.prc_neighborhood,
-        "prc_num_samples": values.get("prc_num_samples"), "prc_num_reference": values.get("prc_num_reference"),
+        "prc_num_samples": values.get("prc_num_samples"),
+        "prc_num_reference": values.get("prc_num_reference"),
         "clean_fid": clean, "evaluate": dataclasses.asdict(ev),
         "git_commit": git_commit(), "run_git_commit": provenance.get("git_commit"),
         "config_sha256": provenance.get("config_sha256"),

@@ -82,9 +82,7 @@ class NpzImages:
     def __init__(self, path, key: str = "arr_0"):
         self.path, self.key = str(path), key
         with zipfile.ZipFile(self.path) as zf, zf.open(f"{key}.npy") as f:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            self.shape, self.fortran, self.dtype = read(f)
+            self.shape, self.fortran, self.dtype = _read_npy_header(f)
 
     def __len__(self):
         return self.shape[0]
@@ -98,12 +96,18 @@ class NpzImages:
             return
         row = int(np.prod(self.shape[1:])) * self.dtype.itemsize
         with zipfile.ZipFile(self.path) as zf, zf.open(f"{self.key}.npy") as f:
-            version = np.lib.format.read_magic(f)
-            (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+            _read_npy_header(f)  # leaves `f` at the first element
             for i in range(0, n, batch_size):
                 count = min(batch_size, n - i)
                 buf = bytearray(f.read(count * row))  # writable, as torch.from_numpy wants
                 yield np.frombuffer(buf, self.dtype).reshape((count,) + tuple(self.shape[1:]))
+
+
+def _read_npy_header(f):
+    """(shape, fortran_order, dtype) of an open .npy stream (NumPy's public format helpers)."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    return (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
 
 
 def image_batches(source, batch_size: int, limit: int | None = None):
@@ -185,12 +189,12 @@ def check_reference(ref: Stats, extractor: Extractor) -> None:
     if ref.kind == "dimr":
         got = (ref.meta.get("extractor"), ref.meta.get("extractor_weights_sha256"))
         if got != (extractor.name, extractor.weights.sha256):
-            raise ConfigError(f"reference {ref.path} was made with extractor {got[0]} (weights {got[1]}), not "
-                              f"{extractor.name} (weights {extractor.weights.sha256}); regenerate it with "
-                              "`dimr reference` and the same weights")
+            raise ConfigError(f"reference {ref.path} was made with extractor {got[0]} (weights {got[1]}), "
+                              f"not {extractor.name} (weights {extractor.weights.sha256}); regenerate it "
+                              "with `dimr reference` and the same weights")
     elif extractor.name != "inception-v3-compat":
-        raise ConfigError(f"reference {ref.path} holds Inception statistics (ADM format); they need extractor "
-                          f"'inception-v3-compat', not {extractor.name!r}")
+        raise ConfigError(f"reference {ref.path} holds Inception statistics (ADM format); they need "
+                          f"extractor 'inception-v3-compat', not {extractor.name!r}")
 
 
 def reference_pr_features(ref: Stats, extractor: Extractor, num: int, batch_size: int = 64) -> np.ndarray:
@@ -220,7 +224,8 @@ def metrics_from_features(feats: Features, ref: Stats, metrics=METRICS, ref_pr: 
     if "prc" in metrics:
         gen = feats.stats.features()
         kw = fidelity_kwargs(prc_neighborhood=prc_neighborhood)
-        r = prc_features_to_metric(torch.from_numpy(gen), torch.from_numpy(np.asarray(ref_pr, np.float32)), **kw)
+        real = torch.from_numpy(np.asarray(ref_pr, np.float32))
+        r = prc_features_to_metric(torch.from_numpy(gen), real, **kw)  # input1 generated, input2 real
         out.update(precision=r["precision"], recall=r["recall"], prc_num_samples=len(gen),
                    prc_num_reference=len(ref_pr))
     return out

@@ -7,8 +7,6 @@ see, uint8, background 0). Any other image set can be given as an .npz with `arr
 import hashlib
 from pathlib import Path
 
-import numpy as np
-
 from dimr.errors import ConfigError
 from dimr.io import sha256_file
 from dimr.metrics.fidelity import Extractor, NpzImages, extract
@@ -27,7 +25,7 @@ def reference_images(data: str, split: str = "train", root=None, num: int | None
                                                  "resolution": RESOLUTION}
     path = Path(data)
     if path.suffix != ".npz":
-        raise ConfigError(f"--data {data!r}: expected 'fashion-mnist' or an .npz holding arr_0 (N, H, W, C) uint8")
+        raise ConfigError(f"--data {data!r}: expected 'fashion-mnist' or an .npz with arr_0 (N, H, W, C)")
     if not path.is_file():
         from dimr.errors import MissingFileError
 

@@ -61,8 +61,8 @@ def fid_from_stats(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     """Fréchet distance of two Gaussians in float64 with scipy's sqrtm (the ADM / pytorch-fid recipe)."""
     from scipy import linalg
 
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    mu1, mu2 = (np.atleast_1d(np.asarray(m, np.float64)) for m in (mu1, mu2))
+    sigma1, sigma2 = (np.atleast_2d(np.asarray(s, np.float64)) for s in (sigma1, sigma2))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
         raise ConfigError(f"FID statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} "
                           f"vs {sigma2.shape}; were both made with the same feature extractor?")
@@ -100,7 +100,8 @@ class Stats:
 def save_stats(path, stats: FeatureStats, meta: dict) -> Path:
     """Write mu, sigma, n, the kept features and `meta` (JSON) atomically."""
     mu, sigma = stats.mu_sigma()
-    arrays = {"mu": mu, "sigma": sigma, "n": np.int64(stats.n), "meta": np.array(json.dumps(meta, sort_keys=True))}
+    meta_json = np.array(json.dumps(meta, sort_keys=True))  # a str array: loads without pickle
+    arrays = {"mu": mu, "sigma": sigma, "n": np.int64(stats.n), "meta": meta_json}
     if (feats := stats.features()) is not None:
         arrays["features"] = feats
     return atomic_savez(path, **arrays)

@@ -33,7 +33,7 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.norm1, self.attn = make_norm(mech.block_norm, dim), Attention(dim, heads, qkv_bias)
         self.norm2, self.mlp = make_norm(mech.block_norm, dim), make_mlp(mlp, dim, mlp_ratio)
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         # adaLN: [shift1, scale1, shift2, scale2]; adaLN-Zero adds the gates [.., gate1, .., gate2] (DiT).
         self.modulation = Modulation(cond_dim, dim, mech.transformer_mods) if mech.transformer_mods else None
         self.time_qkv = TimeQKV(cond_dim, dim) if mech.tmsa else None
@@ -48,7 +48,7 @@ class TransformerBlock(nn.Module):
             else:
                 shift1, scale1, shift2, scale2 = m
         qkv_shift = self.time_qkv(e) if self.time_qkv is not None else None  # (N, 3D)
-        bias = self.rel_bias().to(x.dtype) if self.rel_bias is not None else None  # (h, L, L)
+        bias = self.rel_bias() if self.rel_bias is not None else None  # (h, L, L)
         h = self.attn(modulate(self.norm1(x, c), shift1, scale1), qkv_shift, bias)  # (N, L, D)
         x = x + gate(self.drop(h), gate1)  # (N, L, D)
         h = self.mlp(modulate(self.norm2(x, c), shift2, scale2))  # (N, L, D)
@@ -63,7 +63,7 @@ class ConvNeXtBlock(nn.Module):
         self.grid = grid
         self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
         self.norm, self.mlp = make_norm(mech.block_norm, dim), make_mlp(mlp, dim, mlp_ratio)
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         # adaLN: [shift, scale] of the MLP residual; adaLN-Zero: [gate1 (DWConv), shift, scale, gate2 (MLP)].
         self.modulation = Modulation(cond_dim, dim, mech.convnext_mods) if mech.convnext_mods else None
         self.time_shift = TimeShift(cond_dim, dim) if mech.tmsa else None

@@ -34,7 +34,9 @@ class MRNConfig:
     long_skips: bool = True  # U-ViT long skips inside each branch
     cascade_features: str = "all"  # "all": patchified input + every block output (official) | "last"
     cascade_merge: str = "add"  # cascade joins the next branch's input: "add" | "concat" (Linear 2D→D)
-    branch_skips: bool = False  # also join the cascade to the branch's last features (Table 3 "skip")
+    # Table 3's "skip between branches", as we read it: Linear(2D→D)(concat[last features, cascade]) before
+    # the head of every branch after the first (the paper gives no formula; off in DiMR).
+    branch_skips: bool = False
     output_heads: str = "all"  # "all": one prediction per branch (multi-scale loss) | "last": full res only
     qkv_bias: bool = False  # bias of the qkv projection (False in DiMR and U-ViT)
     learn_sigma: bool = False  # last head also predicts the variance (2·C channels)

@@ -20,6 +20,8 @@ class Attention(nn.Module):
         if qkv_shift is not None:
             qkv = qkv + qkv_shift[:, None]  # TMSA: time-dependent q, k, v offsets (N, 1, 3D)
         q, k, v = qkv.view(N, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 × (N, h, L, d)
+        if attn_bias is not None:
+            attn_bias = attn_bias.to(q.dtype)  # SDPA wants the mask in the query's dtype (autocast)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)  # (N, h, L, d)
         return self.proj(x.transpose(1, 2).reshape(N, L, D))  # (N, L, D)
 
@@ -72,8 +74,9 @@ class RelativePositionBias(nn.Module):
 
 def patchify_tokens(x: torch.Tensor) -> torch.Tensor:
     """(N, D, G, G) feature map → (N, G·G, D) tokens in row-major order."""
-    # permute-then-reshape keeps channels-last strides: the CPU depthwise-conv backward is much faster so
-    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
+    # Contiguous tokens keep every later activation contiguous; the DWConv then sees channels-last maps,
+    # for which the CPU depthwise-conv backward is several times faster (a no-op copy for those).
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1]).contiguous()
 
 
 def tokens_to_map(x: torch.Tensor, grid: int) -> torch.Tensor:

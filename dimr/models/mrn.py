@@ -49,7 +49,8 @@ class Branch(nn.Module):
         # time-token: a sinusoidal token of width D in transformer branches (U-ViT, no MLP); ConvNeXt branches
         # add the same embedding to every position (a choice, so every branch sees time as with TD-LN).
         self.time_token, self.sinusoid_scale = mech.time_token, cfg.sinusoid_scale
-        self.n_extra = (kind == "transformer") * ((self.class_embed is not None) + self.time_token)
+        n_tokens = int(self.class_embed is not None) + int(self.time_token)
+        self.n_extra = n_tokens if kind == "transformer" else 0  # tokens prepended to the patches
         self.merge = nn.Linear(2 * D, D) if (not first and cfg.cascade_merge == "concat") else None
         self.branch_skip = nn.Linear(2 * D, D) if (not first and cfg.branch_skips) else None
 
@@ -61,14 +62,14 @@ class Branch(nn.Module):
         else:
             cn = dict(grid=self.grid, kernel_size=cfg.kernel_size)
             self.blocks = nn.ModuleList([ConvNeXtBlock(D, **cn, **common) for _ in range(n_blocks)])
-        self.skips = (
-            nn.ModuleList([nn.Linear(2 * D, D) for _ in range(n_blocks // 2)]) if cfg.long_skips else None
-        )
+        self.skips = None
+        if cfg.long_skips:  # U-ViT: x = Linear(2D→D)(concat[x, skip]) before each out block
+            self.skips = nn.ModuleList([nn.Linear(2 * D, D) for _ in range(n_blocks // 2)])
         out_ch = cfg.in_channels * (2 if (cfg.learn_sigma and r == len(cfg.widths) - 1) else 1)
         self.head = ConvHead(D, out_ch, mech, cond_dim, self.grid) if has_head else None
 
     def forward(self, x, low, c, e, y, collect: bool):
-        """Return (prediction or None, features for the next branch's cascade or None)."""
+        """Return (prediction or None, features for the next branch's cascade: all, or the last block's)."""
         h = patchify_tokens(self.patch_embed(x)) + self.pos_embed  # (N, L, D)
         if low is not None:
             h = self.merge(torch.cat([h, low], -1)) if self.merge is not None else h + low  # (N, L, D)
@@ -86,10 +87,11 @@ class Branch(nn.Module):
         h = h[:, self.n_extra :]  # (N, L, D)
         if collect:
             feats = torch.cat([f[:, self.n_extra :] for f in feats], dim=-1)  # (N, L, (nb+1)·D)
+        last = h
         if self.branch_skip is not None:
             h = self.branch_skip(torch.cat([h, low], -1))  # (N, L, D)
         pred = self.head(h, c, e) if self.head is not None else None  # (N, C, H_r, W_r)
-        return pred, (feats if collect else h)
+        return pred, (feats if collect else last)
 
 
 class MRN(nn.Module):
@@ -102,14 +104,12 @@ class MRN(nn.Module):
         R = len(cfg.widths)
         cond_dim = cfg.widths[0]  # width of the adaLN/TMSA vector e (one for all branches): the first D
         class_in_e = None if cfg.class_token else cfg.num_classes
-        self.cond_embed = (
-            ConditionEmbedding(cond_dim, class_in_e, cfg.sinusoid_scale) if self.mech.embedding else None
-        )
+        self.cond_embed = None
+        if self.mech.embedding:  # adaLN, TMSA: e = MLP(sinusoid(c)) (+ Emb(y) without a class token)
+            self.cond_embed = ConditionEmbedding(cond_dim, class_in_e, cfg.sinusoid_scale)
+        heads = [cfg.output_heads == "all" or r == R - 1 for r in range(R)]
         self.branches = nn.ModuleList(
-            [
-                Branch(cfg, r, self.mech, cond_dim, r == 0, cfg.output_heads == "all" or r == R - 1)
-                for r in range(R)
-            ]
+            [Branch(cfg, r, self.mech, cond_dim, r == 0, heads[r]) for r in range(R)]
         )
         self.cascades = nn.ModuleList()
         for r in range(R - 1):
@@ -146,12 +146,10 @@ class MRN(nn.Module):
     def forward(self, x, c_noise, y):
         """x (N, C, H, W), c_noise (N,), y (N,) → list of (N, C_out, H_r, W_r), lowest resolution first."""
         e = self.cond_embed(c_noise, y) if self.cond_embed is not None else None  # (N, cond_dim)
-        preds, low = [], None
+        preds, low, collect = [], None, self.cfg.cascade_features == "all"
         for r, branch in enumerate(self.branches):
             last = r == len(self.branches) - 1
-            pred, feats = branch(
-                x, low, c_noise, e, y, collect=self.cfg.cascade_features == "all" and not last
-            )
+            pred, feats = branch(x, low, c_noise, e, y, collect=collect and not last)
             if pred is not None:
                 preds.append(pred)
             if not last:

@@ -61,8 +61,8 @@ _XL2R   = [("T", 960, 39, 16, 2), ("C", 480, 20, 0, 1)]
 _G2R    = [("T", 1152, 57, 16, 2), ("C", 576, 29, 0, 1)]
 _XL3R   = [("T", 960, 39, 16, 4), ("C", 480, 20, 0, 2), ("C", 240, 20, 0, 1)]
 _M3R    = [("T", 768, 15, 12, 4), ("C", 384, 8, 0, 2), ("C", 192, 8, 0, 1)]
-_TINY3R = [("T", 96, 5, 4, 4), ("C", 48, 2, 0, 2), ("C", 24, 2, 0, 1)]  # 8×8, 16×16, 32×32 grids
-_TINY2R = [("T", 64, 5, 4, 2), ("C", 32, 2, 0, 1)]  # 16×16, 32×32 grids
+_TINY3R = [("T", 64, 5, 4, 4), ("C", 32, 1, 0, 2), ("C", 16, 1, 0, 1)]  # 8×8, 16×16, 32×32 grids
+_TINY2R = [("T", 64, 3, 4, 2), ("C", 16, 1, 0, 1)]  # 16×16, 32×32 grids
 
 PRESETS: dict[str, dict] = {
     # ---- paper presets (counts checked against SPEC in tests/test_models_counts.py) ----
@@ -79,13 +79,13 @@ PRESETS: dict[str, dict] = {
     "uvit-h-2":            _tf(LAT256, 2,    1152, 28,   16,   "time-token",  "uvit", final_conv=False),
     "dit-xl-2":            _tf(LAT256, 2,    1152, 28,   16,   "adaln-zero",  "dit"),
     # ---- tiny Fashion-MNIST presets: the roadmap rows of Table 1 (row 6 = tiny-dimr + multi-scale loss) ----
-    "tiny-uvit":           _tf(FMNIST, 4,    96,   6,    4,    "time-token",  "uvit"),
-    "tiny-uvit-adaln-zero": _tf(FMNIST, 4,   96,   6,    4,    "adaln-zero",  "uvit"),
+    "tiny-uvit":           _tf(FMNIST, 4,    64,   5,    4,    "time-token",  "uvit"),
+    "tiny-uvit-adaln-zero": _tf(FMNIST, 4,   64,   5,    4,    "adaln-zero",  "uvit"),
     "tiny-mrn-adaln-zero": _mrn(FMNIST, _TINY3R,  "gelu", "adaln-zero"),
     "tiny-mrn-tdln":       _mrn(FMNIST, _TINY3R,  "gelu", "td-ln"),
     "tiny-dimr":           _mrn(FMNIST, _TINY3R,  "glu",  "td-ln"),
     # ---- further tiny ablation presets ----
     "tiny-dimr-2r":        _mrn(FMNIST, _TINY2R,  "glu",  "td-rmsnorm"),
-    "tiny-dit":            _tf(FMNIST, 2,    64,   6,    4,    "adaln-zero",  "dit", learn_sigma=False),
+    "tiny-dit":            _tf(FMNIST, 4,    64,   5,    4,    "adaln-zero",  "dit", learn_sigma=False),
 }
 # fmt: on

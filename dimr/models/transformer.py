@@ -33,16 +33,16 @@ class Transformer(nn.Module):
         else:  # DiT: fixed sin-cos positions of the patches (a buffer: not trained, not counted)
             self.register_buffer("pos_embed", sincos_pos_embed(D, self.grid), persistent=False)
         class_in_e = None if cfg.class_token else cfg.num_classes
-        self.cond_embed = (
-            ConditionEmbedding(D, class_in_e, cfg.sinusoid_scale) if self.mech.embedding else None
-        )
+        self.cond_embed = None
+        if self.mech.embedding:  # adaLN, TMSA: e = MLP(sinusoid(c)) (+ Emb(y) without a class token)
+            self.cond_embed = ConditionEmbedding(D, class_in_e, cfg.sinusoid_scale)
         n_blocks = 2 * (cfg.depth // 2) + 1 if cfg.long_skips else cfg.depth
         blk = dict(heads=cfg.heads, mlp=cfg.mlp, mlp_ratio=cfg.mlp_ratio, mech=self.mech, cond_dim=D)
         blk.update(qkv_bias=cfg.qkv_bias, grid=self.grid, n_extra=self.n_extra, dropout=cfg.dropout)
         self.blocks = nn.ModuleList([TransformerBlock(D, **blk) for _ in range(n_blocks)])
-        self.skips = (
-            nn.ModuleList([nn.Linear(2 * D, D) for _ in range(n_blocks // 2)]) if cfg.long_skips else None
-        )
+        self.skips = None
+        if cfg.long_skips:  # U-ViT: x = Linear(2D→D)(concat[x, skip]) before each out block
+            self.skips = nn.ModuleList([nn.Linear(2 * D, D) for _ in range(n_blocks // 2)])
         out_ch = cfg.in_channels * (2 if cfg.learn_sigma else 1)
         self.head = LinearHead(D, cfg.patch_size, out_ch, self.mech, D, cfg.final_conv)
         self.initialize_weights()

@@ -33,7 +33,7 @@ from dimr.io import atomic_write_json
 
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: the command saved its state on SIGUSR2/SIGTERM and can resume
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
-                 "COMPLETING", "RESIZING", "SUSPENDED", "PREEMPTED", "SIGNALING", "STAGE_OUT", "READY"}
+                 "COMPLETING", "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "READY"}
 APT_LINE = ("apt-get install -y --no-install-recommends "
             "slurmctld slurmd slurm-client munge slurmdbd mariadb-server")
 
@@ -68,8 +68,7 @@ class ResumableCommand(submitit.helpers.Checkpointable):
         # MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK for torch.distributed's env:// init.
         # All of the node's GPUs stay visible: dimr picks cuda:LOCAL_RANK (the torchrun convention).
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        self._got_term = False
-        self._checkpointing = False
+        self._proc, self._rc, self._got_term, self._checkpointing = None, None, False, False
         bypass_term = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, lambda s, f: self._on_term(bypass_term, s, f))
         if env.global_rank != 0:
@@ -99,7 +98,7 @@ class ResumableCommand(submitit.helpers.Checkpointable):
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Forward SIGUSR2 to the child, wait until it has saved and exited, then requeue."""
         self._checkpointing = True
-        if getattr(self, "_proc", None) is not None:
+        if getattr(self, "_proc", None) is not None:  # else USR2 came before the child started
             self._forward(signal.SIGUSR2)
             t0 = time.monotonic()
             while self._rc is None:  # SLURM's grace time (or KillWait) bounds this wait
@@ -113,7 +112,6 @@ class ResumableCommand(submitit.helpers.Checkpointable):
     # -- helpers ---------------------------------------------------------------------------
 
     def _start(self):
-        self._rc = None
         self._proc = subprocess.Popen(self.argv, preexec_fn=_die_with_parent)  # stdout/stderr: the job's logs
         threading.Thread(target=self._reap, daemon=True).start()
 
@@ -121,7 +119,7 @@ class ResumableCommand(submitit.helpers.Checkpointable):
         self._rc = self._proc.wait()  # the only place that waits on the child
 
     def _forward(self, signum):
-        if self._rc is None:
+        if self._proc is not None and self._rc is None:
             try:
                 self._proc.send_signal(signum)
             except ProcessLookupError:
@@ -170,17 +168,20 @@ def _die_with_parent():
 # ---------------------------------------------------------------------------------------------
 
 class _PidProcess:
-    """A Popen look-alike for a local controller started by an earlier launcher (re-attach)."""
+    """A Popen look-alike for the local controller of an earlier launcher (to re-attach to it)."""
 
-    def __init__(self, pid: int):
-        self.pid = pid
+    def __init__(self, pid: int, folder: str):
+        self.pid, self.folder = pid, folder
 
     def poll(self):
+        """None while the controller of `folder` runs (a recycled PID does not count), else 0."""
         try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                return 0 if f.read().rsplit(")", 1)[1].split()[0] in "ZX" else None
-        except (FileNotFoundError, IndexError):
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmd = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError):
             return 0
+        mine = b"submitit.local._local" in cmd and self.folder.encode() in cmd
+        return None if mine and state not in "ZX" else 0
 
     def send_signal(self, signum):
         try:
@@ -201,7 +202,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--job-record", required=True, type=Path, help="JSON file that keeps the job id")
     p.add_argument("--name", default="dimr", help="job name")
     p.add_argument("--timeout-min", required=True, type=int, help="time limit in minutes (always set)")
-    p.add_argument("--gpus-per-node", type=int, default=0, help="one task (process) per GPU")
+    p.add_argument("--gpus-per-node", type=int, default=0,
+                   help="one task (process) per GPU; with --executor local, 0 hides the GPUs")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--cpus-per-task", type=int, default=1)
     p.add_argument("--mem-gb", type=float, default=None)
@@ -249,7 +251,8 @@ def job_from_record(rec: dict):
     tasks = list(range(rec["tasks"]))
     if rec["executor"] == "slurm":
         return submitit.SlurmJob(rec["folder"], rec["job_id"], tasks=tasks)
-    return LocalJob(rec["folder"], rec["job_id"], tasks=tasks, process=_PidProcess(int(rec["job_id"])))
+    return LocalJob(rec["folder"], rec["job_id"], tasks=tasks,
+                    process=_PidProcess(int(rec["job_id"]), str(rec["folder"])))
 
 
 def slurm_state(job_id: str) -> str:
@@ -261,37 +264,44 @@ def slurm_state(job_id: str) -> str:
     """
     out = _run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State")
     lines = out.stdout.strip().splitlines()
-    if out.returncode == 0 and lines:
-        return lines[-1].split()[0].upper()  # "CANCELLED by 0" -> CANCELLED
+    state = lines[-1].split()[0].upper() if out.returncode == 0 and lines else "UNKNOWN"  # "CANCELLED by 0"
+    if state not in ("UNKNOWN", "PREEMPTED"):
+        return state
+    # sacct may not know a new job yet, and PREEMPTED lasts until a requeued job runs again (or for
+    # good where preemption cancels): the controller knows better.
     out = _run("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T")
     if out.returncode == 0 and out.stdout.strip():
         return out.stdout.split()[0].upper()
-    if "Invalid job id" in out.stderr or out.returncode == 0:
-        return "GONE"
-    return "UNKNOWN"
+    if state == "PREEMPTED":
+        return state
+    return "GONE" if out.returncode == 0 or "Invalid job id" in out.stderr else "UNKNOWN"
 
 
 def _run(*cmd) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:  # no SLURM here, or a controller that hangs
+        return subprocess.CompletedProcess(cmd, 127, "", str(e))
 
 
 def has_results(job) -> bool:
     return all(job.task(k).paths.result_pickle.exists() for k in range(job.num_tasks))
 
 
-def local_active(rec: dict) -> bool:
-    """Whether the local controller of a record is still running (an earlier launcher was killed)."""
-    try:
-        cmd = Path(f"/proc/{rec['job_id']}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
-        return False
-    return b"submitit.local._local" in cmd and str(rec["folder"]).encode() in cmd
-
-
 def succeeded(job) -> bool:
     """Whether every task left a result and none of them is an error."""
-    tasks = [job.task(k) for k in range(job.num_tasks)]
-    return all(t.paths.result_pickle.exists() for t in tasks) and all(t.exception() is None for t in tasks)
+    return has_results(job) and all(job.task(k).exception() is None for k in range(job.num_tasks))
+
+
+def read_record(path: Path) -> dict:
+    try:
+        rec = json.loads(path.read_text())
+        rec["tasks"] = int(rec["tasks"])
+        if rec["executor"] not in ("local", "slurm") or not rec["job_id"] or not rec["folder"]:
+            raise ValueError("bad executor, job_id or folder")
+    except (ValueError, KeyError, TypeError) as e:
+        sys.exit(f"submit.py: unreadable job record {path} ({e!r}); delete it to submit anew")
+    return rec
 
 
 def reattach(args, rec: dict):
@@ -303,10 +313,10 @@ def reattach(args, rec: dict):
         state = slurm_state(job.job_id)
         if state == "UNKNOWN":  # rather stop than risk running the same job twice
             sys.exit(f"submit.py: cannot ask SLURM about job {job.job_id} (recorded in {args.job_record}); "
-                     "is SLURM_CONF set and the controller up?")
+                     "is SLURM_CONF set and the controller up? Delete the record if that job is gone.")
         active = state in ACTIVE_STATES and not has_results(job)
     else:
-        active = local_active(rec)
+        active = job.state == "RUNNING"  # the controller of an earlier launcher still runs
     if active and not same:
         sys.exit(f"submit.py: job {rec['job_id']} recorded in {args.job_record} runs another command "
                  f"({shlex.join(rec.get('command', []))}) and is still active; cancel it "
@@ -400,10 +410,10 @@ def cancel(job, args):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    stop = {"signum": 0}
+    stop = {"signum": 0, "cancelling": False}
 
     def on_signal(signum, frame):
-        if stop["signum"]:  # a second Ctrl-C: give up waiting for the cancel
+        if stop["cancelling"]:  # a second Ctrl-C: scancel was sent, stop waiting for it
             raise KeyboardInterrupt
         stop["signum"] = signum
 
@@ -412,7 +422,7 @@ def main(argv=None) -> int:
 
     job = None
     if args.job_record.exists():
-        rec = json.loads(args.job_record.read_text())
+        rec = read_record(args.job_record)
         job, verdict = reattach(args, rec)
         if verdict == "done":
             print(f"submit.py: job {job.job_id} already finished successfully; nothing to do", flush=True)
@@ -425,7 +435,11 @@ def main(argv=None) -> int:
     try:
         wait(job, args, stop)
     except Interrupted:
-        cancel(job, args)
+        stop["cancelling"] = True
+        try:
+            cancel(job, args)
+        except KeyboardInterrupt:
+            pass
         return 128 + stop["signum"]
     return report(job, args)
 

@@ -7,7 +7,8 @@
 #
 # Everything (keys, sockets, databases, state, logs) stays inside DIR; each daemon runs in the
 # foreground (-D/-F) in the background of this script, so its PID is known and written to DIR/pids.
-# `down` works after a partial `up`. What works on this machine and why: shared/SLURM-NOTES.md.
+# `down` works after a partial `up`. For tests and by-hand trials only: the daemons run as root and
+# MariaDB listens on 127.0.0.1 without grant tables. The comments below say why each setting is there.
 # Needs: apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge slurmdbd mariadb-server
 set -euo pipefail
 
@@ -26,7 +27,7 @@ usage() {
 
 check_binaries() {
     local missing=() b
-    for b in munged mungekey mariadb-install-db mariadbd slurmdbd slurmctld slurmd sinfo squeue scancel sacct; do
+    for b in munged mungekey mariadbd slurmdbd slurmctld slurmd sinfo squeue scancel sacct; do
         command -v "$b" >/dev/null 2>&1 || missing+=("$b")
     done
     if ((${#missing[@]})); then
@@ -44,7 +45,7 @@ daemon_pid() {
     [[ -r /proc/$pid/cmdline ]] || return 1
     # slurmdbd takes no config path: it reads slurmdbd.conf beside $SLURM_CONF, so look there too
     tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$DIR/" ||
-        tr '\0' '\n' <"/proc/$pid/environ" | grep -qxF -- "SLURM_CONF=$DIR/etc/slurm.conf" || return 1
+        tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ" | grep -qxF -- "SLURM_CONF=$DIR/etc/slurm.conf" || return 1
     echo "$pid"
 }
 
@@ -89,6 +90,9 @@ cmd_up() {
     check_binaries
     mkdir -p "$DIR"
     DIR=$(cd "$DIR" && pwd -P)
+    # slurm.conf cannot quote paths, and a Unix socket path holds at most 107 bytes
+    [[ $DIR != *[[:space:]]* ]] || die "DIR must not contain white space: '$DIR'"
+    ((${#DIR} <= 80)) || die "DIR is too long for the sockets inside it (${#DIR} > 80 characters): $DIR"
     if alive_daemon slurmctld && alive_daemon slurmd; then
         log "already up in $DIR"
         cat "$DIR/env.sh"
@@ -260,8 +264,30 @@ cmd_down() {
     fi
     local name
     for name in "${DAEMONS_STOP_ORDER[@]}"; do stop_daemon "$name"; done
+    stop_orphan_stepds
     rm -f "$DIR/pids"
     log "down in $(elapsed)s: $DIR"
+}
+
+# Job step daemons of DIR that outlived slurmd (only after a controller crash left jobs behind), and
+# the job processes under them: found by the SLURM_CONF they inherited from this cluster's slurmd,
+# then by parent PID, never by name alone.
+stop_orphan_stepds() {
+    local p pids=() kids
+    for p in /proc/[0-9]*; do
+        [[ $(cat "$p/comm" 2>/dev/null) == slurmstepd ]] || continue
+        tr '\0' '\n' 2>/dev/null <"$p/environ" | grep -qxF -- "SLURM_CONF=$DIR/etc/slurm.conf" || continue
+        pids+=("${p#/proc/}")
+    done
+    ((${#pids[@]})) || return 0
+    kids=("${pids[@]}")
+    while ((${#kids[@]})); do  # breadth-first over the process tree below the step daemons
+        mapfile -t kids < <(awk -v ps=" ${kids[*]} " '{ sub(/.*\) /, ""); if (index(ps, " " $2 " ")) print FILENAME }' \
+            /proc/[0-9]*/stat 2>/dev/null | sed 's#/proc/##; s#/stat##')
+        pids+=("${kids[@]}")
+    done
+    log "killing leftover job step daemons and their jobs: ${pids[*]}"
+    kill -KILL "${pids[@]}" 2>/dev/null || true
 }
 
 cmd_status() {
