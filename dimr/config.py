@@ -248,7 +248,8 @@ def dataclass_from_dict_or_self(cls, d, where):
         try:
             return cls.from_dict(d)
         except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
+            msg = str(e)  # owners' messages may already name their section
+            raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
     return dataclass_from_dict(cls, d, where)
 
 

@@ -91,7 +91,6 @@ def read_samples(path: Path):
 
 def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, device=None) -> dict:
     """Compute the configured metrics of RUN_DIR/samples.npz and write RUN_DIR/metrics.json atomically."""
-    import cleanfid  # noqa: F401  (its version is recorded)
     import torch
     import torch_fidelity
 
@@ -103,7 +102,7 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
         metrics_from_features,
         reference_pr_features,
     )
-    from dimr.metrics.stats import fid_from_stats, load_stats
+    from dimr.metrics.stats import load_stats
 
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
@@ -138,15 +137,8 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
     metrics = {k: values.get(k) for k in METRIC_KEYS}
     clean = None
     if ev.clean_fid:
-        ref_images, ref_desc = clean_ref
         sub = next(images.batches(ev.clean_fid_num, limit=min(n, ev.clean_fid_num)))
-        ours_net = extractor if ev.extractor == "fmnist-net" else None  # else clean-fid's own Inception
-        metrics["clean_fid"] = clean_fid_check.clean_fid(
-            sub, ref_images, ours_net, ev.clean_fid_mode, ev.clean_fid_weights, ev.clean_fid_sha256,
-            batch_size, extractor.device)
-        ours = [extract(extractor, x, batch_size).stats.mu_sigma() for x in (sub, ref_images)]
-        clean = {"mode": ev.clean_fid_mode, "num_samples": len(sub), "num_reference": len(ref_images),
-                 "reference_images": ref_desc, "fid_ours_same_images": fid_from_stats(*ours[0], *ours[1])}
+        metrics["clean_fid"], clean = run_clean_fid(ev, extractor, sub, *clean_ref, batch_size)
 
     # 3. Protocol.
     sample = npz_meta.get("sample") or config.get("sample", {})
@@ -158,7 +150,6 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
         **extractor.protocol(), "meaningful": meaningful,
         "num_samples": n, "samples_sha256": samples_sha,
         "seed_range": [int(seeds[0]), int(seeds[n - 1])] if seeds is not None else None,
-        "labels": "class-conditional" if labels is not None else None,
         **sampler_protocol(sample), "seed": config.get("seed"),
         "reference": str(ev.reference), "reference_sha256": ref.sha256, "reference_kind": ref.kind,
         "reference_num": ref.n, "is_splits": values.get("is_splits"), "prc_neighborhood": ev.prc_neighborhood,
@@ -173,6 +164,22 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
     result = {"metrics": metrics, "protocol": protocol}
     atomic_write_json(run_dir / METRICS_FILE, result)
     return result
+
+
+def run_clean_fid(ev: EvaluateConfig, extractor, samples, ref_images, ref_desc, batch_size) -> tuple:
+    """(clean-fid's FID, what it compared, with our FID on the very same images for reference)."""
+    from dimr.metrics import clean_fid_check
+    from dimr.metrics.fidelity import extract
+    from dimr.metrics.stats import fid_from_stats
+
+    ours_net = extractor if ev.extractor == "fmnist-net" else None  # None: clean-fid's own Inception
+    value = clean_fid_check.clean_fid(samples, ref_images, ours_net, ev.clean_fid_mode, ev.clean_fid_weights,
+                                      ev.clean_fid_sha256, batch_size, extractor.device)
+    ours = [extract(extractor, x, batch_size).stats.mu_sigma() for x in (samples, ref_images)]
+    info = {"mode": ev.clean_fid_mode if ours_net is None else "fmnist-net, no resize",
+            "num_samples": len(samples), "num_reference": len(ref_images), "reference_images": ref_desc,
+            "fid_ours_same_images": fid_from_stats(*ours[0], *ours[1])}
+    return value, info
 
 
 def clean_fid_reference(ref, num: int):
