@@ -6,20 +6,20 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from dimr.config import deep_merge, write_run_config
+from dimr.config import deep_merge
 from dimr.errors import ConfigError, MissingFileError
 
-sys.path.insert(0, str(Path(workflow.current_basedir).parent / "scripts"))
+SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
 import studies as study_files  # noqa: E402  (workflow/scripts/studies.py)
 
 
-validate(config, "../schemas/config.schema.json")
+validate(config, "../schemas/config.schema.json")  # fills in the default of every key
 
-SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 PYTHON = sys.executable  # the environment Snakemake runs in also runs the jobs (and the launcher)
 DIMR = f"{PYTHON} -m dimr.cli"
+LAUNCHER = f"{PYTHON} {SCRIPTS}/submit.py --executor {config['dispatch']}"
 SCALE = config["scale"]
-REPORT = Path(workflow.current_basedir).parent / "report"
 
 # Files the prepare rules build, merged under the site paths: the tiny scale's metrics use a feature
 # net trained here on Fashion-MNIST (SPEC §5: Inception features mean nothing on it).
@@ -54,7 +54,7 @@ def resolve_runs(studies: dict) -> dict:
     """{Run: run config} at the configured scale; None where a data set is absent on this machine.
 
     Absent data (ImageNet away from the cluster) does not stop planning: the run's config job fails
-    with the message instead, before any training starts.
+    with the message instead (workflow/scripts/write_config.py), before any training starts.
     """
     runs, absent = {}, set()
     for study in studies.values():
@@ -69,15 +69,6 @@ def resolve_runs(studies: dict) -> dict:
         print(f"dimr workflow: warning: {message} (runs that need it fail at their run_config job)",
               file=sys.stderr)
     return runs
-
-
-def check_site_paths(recipe: str):
-    """Every site path of `recipe` that no rule builds exists (checked by each run's config job)."""
-    for section, values in config["site"].get(recipe, {}).items():
-        for key, value in values.items():
-            if isinstance(value, str) and value not in PREPARED_FILES and not Path(value).exists():
-                raise MissingFileError(f"workflow config: key 'site.{recipe}.{section}.{key}': {value} does "
-                                       "not exist; point it at the file (see the comments in config/config.yaml)")
 
 
 try:
@@ -106,12 +97,27 @@ def study_of(wildcards) -> dict:
 
 
 def study_runs(wildcards) -> list:
+    """Runs of the study at the configured scale (a model_info job names its scale: it must match)."""
+    if getattr(wildcards, "scale", SCALE) != SCALE:
+        raise WorkflowError(f"runs/{wildcards.study}/{wildcards.scale}/...: the workflow config's scale is {SCALE!r}")
     return [r for r in RUNS if r.study == study_of(wildcards)["name"]]
 
 
 def study_files_of(name: str):
     """Input function: `<run dir>/<name>` of every run of the study at the configured scale."""
     return lambda wildcards: [f"{r.dir}/{name}" for r in study_runs(wildcards)]
+
+
+def first_seed_runs(wildcards) -> list:
+    """The lowest-seed run of each variant (the network does not depend on the seed)."""
+    runs = {}
+    for r in study_runs(wildcards):
+        runs.setdefault(r.variant, r)
+    return list(runs.values())
+
+
+def first_seed_configs(wildcards) -> list[str]:
+    return [f"{r.dir}/config.json" for r in first_seed_runs(wildcards)]
 
 
 def run_meta(wildcards) -> list[dict]:
@@ -132,13 +138,12 @@ def run_spec(wildcards) -> dict:
     return study_files.run_spec(STUDIES[run.study], run, SITE)
 
 
-def write_config(wildcards, path, log):
-    """Write the run's config.json (resolved again if the data set was absent at planning time)."""
-    run = run_of(wildcards)
-    cfg = RUNS[run] or study_files.resolve_run(STUDIES[run.study], run, SITE)
-    check_site_paths(cfg["recipe"])
-    cfg = write_run_config(Path(path).parent, cfg)
-    Path(log).write_text(f"{path}: config_sha256 {cfg['provenance']['config_sha256']}\n")
+def external_paths(wildcards) -> list[str]:
+    """Site paths of the run's recipe that no rule builds (checked by the run's config job)."""
+    spec = run_spec(wildcards)
+    site = config["site"].get(spec["recipe"], {})
+    return sorted({v for section in site.values() for v in section.values()
+                   if isinstance(v, str) and v not in PREPARED_FILES})
 
 
 def prepared_inputs(wildcards) -> list[str]:
@@ -157,16 +162,21 @@ def all_targets() -> list[str]:
     return [f for s in config["studies"] for f in study_outputs(s)]
 
 
+FIGURES = ("fid_bars", "fid_vs_gmacs", "training", "samples")  # workflow/scripts/figures.py
+
+
 def study_outputs(study: str) -> list[str]:
     return [f"results/{study}.{ext}" for ext in ("csv", "md", "tex")] + [
         f"reports/{study}/{fig}.png" for fig in FIGURES]
 
 
-FIGURES = ("fid_bars", "fid_vs_gmacs", "training", "samples")
-
-
 # ---------------------------------------------------------------------------------------------
 # Dispatch: compute jobs go through workflow/scripts/submit.py (submitit), which waits for them.
+
+
+def run_dir(wildcards, output) -> str:
+    """Params `dir`: the folder of the job's first output (its run directory, or work/<stage>)."""
+    return str(Path(output[0]).parent)
 
 
 def launch_resources(gpus=1, runtime=60, mem_mb=8000):
@@ -176,23 +186,25 @@ def launch_resources(gpus=1, runtime=60, mem_mb=8000):
 
 
 def launch(stage: str, command: str) -> str:
-    """Shell command: submit `command` under `config[dispatch]`, wait for it, log to {log}.
+    """Shell command: submit `dimr <command>` under `config[dispatch]`, wait for it, log to {log}.
 
     The job folder and the record of the stage's job id live in {params.dir} (the run directory): a
     rerun re-attaches to a job that is still running instead of submitting it twice (SPEC §6).
     """
+    # The shell text is provenance (Snakemake's `code` rerun trigger), and so are params: placement
+    # (interpreter, dispatch, resources) stays in {placeholders}, so that moving a job to SLURM or the
+    # repository to another path reruns nothing.
     return (
-        "{PYTHON} {SCRIPTS}/submit.py --executor {config[dispatch]}"
-        " --folder {params.dir}/submitit --job-record {params.dir}/job-" + stage + ".json"
-        " --name dimr-" + stage + "-{params.name}"
+        f"{{LAUNCHER}} --folder {{params.dir}}/submitit --job-record {{params.dir}}/job-{stage}.json"
+        f" --name dimr-{stage}-{{params.name}}"
         " --timeout-min {resources.runtime} --nodes {resources.nodes} --gpus-per-node {resources.gpus}"
         " --cpus-per-task {resources.cpus_per_task} --mem-gb $(( ({resources.mem_mb} + 999) / 1000 ))"
         " --partition '{resources.slurm_partition}' --account '{resources.slurm_account}'"
-        " -- " + command + " > {log} 2>&1"
+        f" -- {{DIMR}} {command} > {{log}} 2>&1"
     )
 
 
 def fidnet_options() -> str:
     """Command-line options of `dimr fidnet` from config `fidnet` (they change the metrics)."""
-    opts = {"epochs": 3, "seed": 0, "num_train": None, **config["fidnet"]}
+    opts = config["fidnet"]  # defaults filled in by the schema
     return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in opts.items() if v is not None)

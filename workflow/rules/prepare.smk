@@ -10,14 +10,14 @@ rule fidnet:
     log:
         "logs/prepare/fidnet.log",
     params:
-        dir="work/fidnet",
+        dir=run_dir,
         name="fmnist",
         options=fidnet_options(),
-    threads: 2
+    threads: 1
     resources:
         **launch_resources(gpus=0, runtime=60),
     shell:
-        launch("fidnet", "{DIMR} fidnet {params.dir} {params.options}")
+        launch("fidnet", "fidnet {params.dir} {params.options}")
 
 
 rule reference:
@@ -28,11 +28,11 @@ rule reference:
     log:
         "logs/prepare/reference-{split}.log",
     params:
-        dir="work/reference",
-        name="fmnist-{split}",
-    threads: 2
+        dir=run_dir,
+        name="fmnist",
+    threads: 1
     resources:
         **launch_resources(gpus=0, runtime=60),
     shell:
-        launch("reference-{wildcards.split}", "{DIMR} reference {output} --data fashion-mnist --split {wildcards.split}"
+        launch("reference-{wildcards.split}", "reference {output} --data fashion-mnist --split {wildcards.split}"
         " --extractor-weights {input.weights}")

@@ -5,7 +5,7 @@ rule aggregate:
     input:
         metrics=study_files_of("metrics.json"),
         configs=study_files_of("config.json"),
-        info=study_files_of("model_info.json"),
+        info=f"runs/{{study}}/{SCALE}/model_info.json",
     output:
         report("results/{study}.csv", caption="../report/table_csv.rst", category="{study}",
                subcategory="tables", labels={"study": "{study}", "item": "long table (CSV)"}),

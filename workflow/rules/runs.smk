@@ -2,81 +2,82 @@
 # Training checkpoints are not declared outputs: Snakemake deletes the outputs of a failed job, and a
 # pre-empted or failed run must keep them to resume (SPEC §6).
 
-RUN = "runs/{study}/{scale}/{variant}/seed{seed}"
-
 
 rule run_config:
     output:
-        RUN + "/config.json",
+        "runs/{study}/{scale}/{variant}/seed{seed}/config.json",
     log:
-        RUN + "/logs/config.log",
+        "runs/{study}/{scale}/{variant}/seed{seed}/logs/config.log",
     params:
         spec=run_spec,  # a changed spec rewrites config.json, and so reruns the run
+        external=external_paths,
     localrule: True
-    run:
-        write_config(wildcards, output[0], log[0])
+    script:
+        "../scripts/write_config.py"
 
 
 rule model_info:
     input:
-        RUN + "/config.json",
+        first_seed_configs,
     output:
-        RUN + "/model_info.json",
+        "runs/{study}/{scale}/model_info.json",
     log:
-        RUN + "/logs/model_info.log",
+        "logs/results/{study}-{scale}.model_info.log",
+    params:
+        variants=lambda wildcards: [r.variant for r in first_seed_runs(wildcards)],
     localrule: True
-    shell:
-        "{DIMR} info --config {input} --json > {output} 2> {log}"
+    script:
+        "../scripts/model_info.py"
 
 
 rule train:
     input:
-        RUN + "/config.json",
+        "runs/{study}/{scale}/{variant}/seed{seed}/config.json",
     output:
-        RUN + "/network-final.pt",
+        "runs/{study}/{scale}/{variant}/seed{seed}/network-final.pt",
     log:
-        RUN + "/logs/train.log",
+        "runs/{study}/{scale}/{variant}/seed{seed}/logs/train.log",
     params:
-        dir=RUN,
+        dir=run_dir,
         name="{study}-{variant}-s{seed}",
-    threads: 2
+    threads: 1
     resources:
         **launch_resources(gpus=1, runtime=60),
     shell:
-        launch("train", "{DIMR} train {params.dir}")
+        launch("train", "train {params.dir}")
 
 
 rule sample:
     input:
-        RUN + "/network-final.pt",
+        "runs/{study}/{scale}/{variant}/seed{seed}/network-final.pt",
     output:
-        samples=RUN + "/samples.npz",
-        grid=RUN + "/grid.png",
+        samples="runs/{study}/{scale}/{variant}/seed{seed}/samples.npz",
+        grid="runs/{study}/{scale}/{variant}/seed{seed}/grid.png",
     log:
-        RUN + "/logs/sample.log",
+        "runs/{study}/{scale}/{variant}/seed{seed}/logs/sample.log",
     params:
-        dir=RUN,
+        dir=run_dir,
         name="{study}-{variant}-s{seed}",
-    threads: 2
+    threads: 1
     resources:
         **launch_resources(gpus=1, runtime=60),
     shell:
-        launch("sample", "{DIMR} sample {params.dir}")
+        launch("sample", "sample {params.dir}")
 
 
 rule evaluate:
     input:
-        samples=RUN + "/samples.npz",
+        samples="runs/{study}/{scale}/{variant}/seed{seed}/samples.npz",
         prepared=prepared_inputs,
     output:
-        RUN + "/metrics.json",
+        "runs/{study}/{scale}/{variant}/seed{seed}/metrics.json",
     log:
-        RUN + "/logs/evaluate.log",
+        "runs/{study}/{scale}/{variant}/seed{seed}/logs/evaluate.log",
     params:
-        dir=RUN,
+        dir=run_dir,
         name="{study}-{variant}-s{seed}",
-    threads: 2
+    threads: 1
     resources:
         **launch_resources(gpus=1, runtime=60),
     shell:
-        launch("evaluate", "{DIMR} evaluate {params.dir}")
+        launch("evaluate", "evaluate {params.dir}")

@@ -1,7 +1,7 @@
 """Collect a study's runs into one long-format table: one row per run × metric, every protocol key carried.
 
-Reads, per run directory, `metrics.json` (dimr evaluate), `config.json` (the run config) and
-`model_info.json` (dimr info: parameters, GMACs). pandas only; never torch.
+Reads, per run directory, `metrics.json` (dimr evaluate) and `config.json` (the run config), and the
+study's `model_info.json` (parameters and GMACs per variant). pandas only; never torch.
 """
 
 import json
@@ -35,12 +35,11 @@ def read_json(path: Path) -> dict:
         raise SystemExit(f"aggregate: {path} is not valid JSON ({e}); rerun the stage that writes it") from None
 
 
-def run_rows(run: dict, variant: dict, study: dict) -> list[dict]:
-    """Rows of one run: one per metric value in its metrics.json."""
+def run_rows(run: dict, variant: dict, study: dict, info: dict) -> list[dict]:
+    """Rows of one run: one per metric value in its metrics.json; `info` has the network's params, GMACs."""
     run_dir = Path(run["run_dir"])
     result = read_json(run_dir / "metrics.json")
     cfg = read_json(run_dir / "config.json")
-    info = read_json(run_dir / "model_info.json")
     common = {
         "study": study["study"], "scale": study["scale"], "variant": run["variant"],
         "label": variant["label"], "order": variant["order"], "seed": run["seed"],
@@ -59,10 +58,12 @@ def run_rows(run: dict, variant: dict, study: dict) -> list[dict]:
     return rows
 
 
-def aggregate(runs: list[dict], study: dict) -> pd.DataFrame:
-    """The long table of `runs` ([{variant, seed, run_dir}]) of `study` (title, scale, variants)."""
+def aggregate(runs: list[dict], study: dict, model_info: dict) -> pd.DataFrame:
+    """The long table of `runs` ([{variant, seed, run_dir}]) of `study` (title, scale, variants);
+    `model_info` maps each variant to its {params, gmacs}."""
     variants = {v["variant"]: v for v in study["variants"]}
-    rows = [row for run in runs for row in run_rows(run, variants[run["variant"]], study)]
+    rows = [row for run in runs
+            for row in run_rows(run, variants[run["variant"]], study, model_info.get(run["variant"], {}))]
     if not rows:
         raise SystemExit(f"aggregate: no metrics found for study {study['study']}")
     df = pd.DataFrame(rows)
@@ -71,7 +72,7 @@ def aggregate(runs: list[dict], study: dict) -> pd.DataFrame:
 
 
 def main(snakemake):
-    df = aggregate(snakemake.params.runs, snakemake.params.study)
+    df = aggregate(snakemake.params.runs, snakemake.params.study, read_json(Path(snakemake.input.info)))
     df.to_csv(snakemake.output[0], index=False)
     with open(snakemake.log[0], "w") as f:
         print(f"{len(df)} rows from {df['run_dir'].nunique()} runs -> {snakemake.output[0]}", file=f)

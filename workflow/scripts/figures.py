@@ -47,7 +47,7 @@ def fid_bars(df: pd.DataFrame, title: str, path):
                    color="#e6550d", zorder=5, label="paper")
     handles, names = ax.get_legend_handles_labels()
     keep = dict(zip(names, handles))  # one legend entry per name (stripplot adds one per category)
-    ax.legend(keep.values(), keep.keys(), loc="lower right")
+    ax.legend(keep.values(), keep.keys(), loc="best", framealpha=0.9)
     ax.set(xlabel=f"{fid_label(df)}, lower is better", ylabel="", title=title)
     save(fig, path)
 

@@ -1,0 +1,148 @@
+"""The Snakemake DAG: lint, dry runs of every study at both scales, the slurm profile, bad study files."""
+
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+STUDIES = sorted(p.stem for p in (REPO / "ablations").glob("*.yaml"))
+PER_RUN = ("run_config", "train", "sample", "evaluate")  # jobs of one (variant, seed)
+PER_STUDY = ("model_info", "aggregate")  # jobs of one study, targets results/<study>.csv
+
+
+def snakemake(*args, cwd=REPO, check=True) -> tuple[subprocess.CompletedProcess, float]:
+    t0 = time.perf_counter()
+    out = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - t0
+    if check and out.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out, seconds
+
+
+def planned_jobs(text: str) -> Counter:
+    """{(rule, study or None): count} from a dry run's job listing."""
+    counts = Counter()
+    blocks = re.split(r"^(?:local)?rule (\w+):$", text, flags=re.M)
+    for rule, body in zip(blocks[1::2], blocks[2::2]):
+        m = re.search(r"^\s+wildcards:.*\bstudy=([\w-]+)", body.split("\n\n")[0], flags=re.M)
+        counts[rule, m.group(1) if m else None] += 1
+    return counts
+
+
+def study_size(study: str, scale: str) -> int:
+    """Number of runs (variants × seeds) a study file declares at a scale."""
+    s = yaml.safe_load((REPO / "ablations" / f"{study}.yaml").read_text())
+    return len(s["variants"]) * len(s["scales"][scale].get("seeds", [0]))
+
+
+# The lints Snakemake 9 still prints, each a deliberate choice:
+# - per-rule conda environments: jobs run with the interpreter that runs Snakemake (the launcher ships
+#   it to SLURM nodes through submitit), so a per-rule environment would not apply;
+# - LAUNCHER and DIMR (interpreter, submit.py, dispatch) in the shell text rather than params: params
+#   and the shell text are provenance (rerun triggers), and placement must never rerun a job.
+ALLOWED_LINTS = {
+    "Specify a conda environment or container for each rule.:",
+    "Shell command directly uses variable LAUNCHER from outside of the rule:",
+    "Shell command directly uses variable DIMR from outside of the rule:",
+}
+
+
+def test_lint_leaves_only_deliberate_choices():
+    out, _ = snakemake("--lint", check=False)
+    lints = re.findall(r"^\s+\* (.+)$", out.stdout + out.stderr, flags=re.M)
+    assert lints, "snakemake --lint printed no lint at all: did it run?"
+    assert set(lints) <= ALLOWED_LINTS, set(lints) - ALLOWED_LINTS
+
+
+@pytest.mark.parametrize("scale", ["tiny", "paper"])
+def test_dry_run_plans_every_study(scale):
+    targets = [f"results/{s}.csv" for s in STUDIES]
+    out, seconds = snakemake("-n", *targets, "--config", f"scale={scale}")
+    jobs = planned_jobs(out.stdout)
+    for study in STUDIES:
+        runs = study_size(study, scale)
+        assert runs > 0
+        for rule in PER_RUN:
+            assert jobs[rule, study] == runs, (rule, study, scale)
+        for rule in PER_STUDY:
+            assert jobs[rule, study] == 1, (rule, study, scale)
+    # Fashion-MNIST's feature net and reference statistics: once, and only for the tiny scale.
+    prepared = 1 if scale == "tiny" else 0
+    assert jobs["fidnet", None] == prepared and jobs["reference", None] == prepared
+    expected = sum(study_size(s, scale) * len(PER_RUN) + len(PER_STUDY) for s in STUDIES) + 2 * prepared
+    assert sum(jobs.values()) == expected
+    print(f"\nsnakemake -n, all {len(STUDIES)} studies at {scale} scale: {expected} jobs in {seconds:.1f} s")
+    assert seconds < 60
+
+
+def test_default_target_and_table1_dry_run_answer_in_seconds():
+    out, seconds = snakemake("-n", "results/table1.csv")
+    jobs = planned_jobs(out.stdout)
+    assert jobs["train", "table1"] == study_size("table1", "tiny") == 18
+    print(f"\nsnakemake -n results/table1.csv: {sum(jobs.values())} jobs in {seconds:.1f} s")
+    assert seconds < 30
+    out, _ = snakemake("-n")  # rule all: tables and figures of config `studies` (table1)
+    jobs = planned_jobs(out.stdout)
+    assert jobs["tables", "table1"] == jobs["figures", "table1"] == 1
+
+
+def test_slurm_profile_is_found_in_the_repository_root_and_survives_config_on_the_command_line():
+    out, _ = snakemake("--profile", "slurm", "-n", "-p", "results/table1.csv", "--config", "max_seeds=1")
+    train = [ln for ln in out.stdout.splitlines() if "dimr.cli train" in ln]
+    assert len(train) == study_size("table1", "paper") == 6
+    # config/slurm.yaml (the profile's configfile) sets dispatch and scale; --config did not drop them.
+    assert all("--executor slurm" in ln and "/paper/" in ln for ln in train)
+    assert all("--gpus-per-node 8" in ln and "--timeout-min 1440" in ln for ln in train)  # profile resources
+
+
+def write_study(tmp_path, text: str) -> Path:
+    (tmp_path / "studies").mkdir()
+    path = tmp_path / "studies" / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+title: t
+scales:
+  tiny:
+    seeds: [0]
+    base: {recipe: tiny-fmnist, preset: tiny-uvit}
+variants:
+  a: {label: A}
+"""
+
+
+@pytest.mark.parametrize("change, key, hint", [
+    # unknown key in a variant (schema)
+    (("a: {label: A}", "a: {label: A, presett: tiny-uvit}"), "variants.a.presett", "valid keys here"),
+    # wrong type (schema)
+    (("seeds: [0]", "seeds: zero"), "scales.tiny.seeds", "is not of type 'array'"),
+    # unknown preset (dimr.models via resolve_run_config)
+    (("a: {label: A}", "a: {label: A, spec: {preset: tiny-nope}}"), "variants.a.spec", "tiny-dimr"),
+    # patch size that does not divide the resolution (32)
+    (("a: {label: A}", "a: {label: A, spec: {model: {patch_size: 5}}}"), "variants.a.spec",
+     "divide resolution 32"),
+    # unknown key inside a section (dimr.config via the owning package)
+    (("a: {label: A}", "a: {label: A, tiny: {train: {lr_typo: 1}}}"), "variants.a.tiny", "valid keys"),
+])
+def test_bad_study_file_stops_the_workflow_naming_file_and_key(tmp_path, change, key, hint):
+    path = write_study(tmp_path, GOOD.replace(*change))
+    out, _ = snakemake("-n", "--config", f"studies_dir={path.parent}", "studies=[bad]", check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert str(path) in text and key in text and hint in text, text[-2000:]
+    assert "rule train" not in text
+
+
+def test_good_micro_study_plans(tmp_path):
+    path = write_study(tmp_path, GOOD)
+    out, _ = snakemake("-n", "--config", f"studies_dir={path.parent}", "studies=[bad]")
+    assert planned_jobs(out.stdout)["train", "bad"] == 1

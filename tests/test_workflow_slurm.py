@@ -1,0 +1,43 @@
+"""The micro study through the repository's `slurm` profile to its table, on the test SLURM cluster."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from test_workflow_e2e import REPO, check_micro_results, micro_workdir
+
+pytestmark = pytest.mark.slurm
+
+# The fake node has 1 GPU and nproc CPUs: replace the profile's paper-sized requests (a --set-resources
+# replaces the profile's block whole). 15 min: submitit treats USR2 under ~12.5 min as a time-out.
+JOB = "gpus=1,nodes=1,cpus_per_task=1,mem_mb=2000,runtime=15"
+RESOURCES = [f"{rule}:{kv}" for rule in ("fidnet", "reference", "train", "sample", "evaluate")
+             for kv in JOB.split(",")]
+
+
+def test_micro_study_through_the_slurm_profile(slurm_cluster, tmp_path):
+    workdir = micro_workdir(tmp_path)
+    # Typed in the repository root, `--profile slurm` finds ./slurm/config.yaml; its configfile
+    # (config/slurm.yaml) sets dispatch: slurm and scale: paper; --config keeps dispatch, sets the scale.
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--directory", str(workdir),
+           "--config", "scale=tiny", "--cores", "2", "--set-resources", *RESOURCES]
+    t0 = time.perf_counter()
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=170, env=slurm_cluster.env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-4000:]
+    print(f"\nmicro study through --profile slurm: {time.perf_counter() - t0:.0f} s")
+    check_micro_results(workdir)
+
+    run_dir = workdir / "runs" / "micro" / "tiny" / "dimr" / "seed0"
+    ids = {}
+    for stage in ("train", "sample", "evaluate"):
+        record = json.loads((run_dir / f"job-{stage}.json").read_text())
+        assert record["executor"] == "slurm", stage
+        ids[stage] = record["job_id"]
+    # Each stage ran as its own SLURM job, known to accounting, and nothing is left in the queue.
+    assert len(set(ids.values())) == 3
+    for stage, jid in ids.items():
+        state = slurm_cluster.run("sacct", "-n", "-X", "-P", "-j", jid, "-o", "State").stdout.split()
+        assert state and state[0] == "COMPLETED", (stage, jid, state)
+    assert slurm_cluster.queue() == []
