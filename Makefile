@@ -17,7 +17,8 @@ default: setup
 
 # Throughput benchmarks (pytest-benchmark), saved as JSON under results/benchmarks/.
 bench: setup
-	.venv/bin/python -m pytest benchmarks --benchmark-only --benchmark-enable -q
+	.venv/bin/python -m pytest benchmarks --benchmark-only --benchmark-enable -q --bench-threads 1
+	.venv/bin/python workflow/scripts/benchmark_report.py
 
 lint: setup
 	.venv/bin/ruff check dimr tests workflow benchmarks

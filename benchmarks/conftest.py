@@ -29,7 +29,7 @@ DEFAULTS = {
     "cuda": dict(train_batch=256, sample_batch=64, guidance=0.4, rounds=5, sample_rounds=1, steps=[25, 50],
                  extractors=["fmnist-net", "inception-v3-compat"], eval_batches=[64, 256],
                  fid_dims=[128, 2048], compile=["off", "on"]),
-    "cpu": dict(train_batch=64, sample_batch=16, guidance=0.0, rounds=5, sample_rounds=2, steps=[10, 20],
+    "cpu": dict(train_batch=64, sample_batch=16, guidance=0.0, rounds=5, sample_rounds=2, steps=[10],
                 extractors=["fmnist-net"], eval_batches=[64], fid_dims=[128], compile=["off"]),
 }
 
@@ -41,12 +41,15 @@ def pytest_addoption(parser):
                 help=f"comma-separated presets (default: tiny-* on a CPU, {','.join(GPU_PRESETS)} on a GPU)")
     g.addoption("--bench-batch", type=int, default=None,
                 help="training batch (default: GPU the largest of 256, 128, ... that fits; CPU 64)")
-    g.addoption("--bench-steps", default=None, help="comma-separated sampling step counts (GPU 25,50; CPU 10,20)")
+    g.addoption("--bench-steps", default=None,
+                help="comma-separated sampling step counts (GPU 25,50; CPU 10)")
     g.addoption("--bench-samplers", default=",".join(SAMPLERS), help="comma-separated samplers")
     g.addoption("--bench-compile", default=None, choices=["off", "on", "both"],
                 help="torch.compile the trained model (default: both on a GPU, off on a CPU)")
     g.addoption("--bench-rounds", type=int, default=None,
                 help="timed rounds per benchmark (default: training 5; sampling GPU 1, CPU 2)")
+    g.addoption("--bench-threads", type=int, default=None,
+                help="CPU threads (torch.set_num_threads); 1 is steadier on a machine shared with other jobs")
     g.addoption("--bench-dir", default=RESULTS_DIR, help=f"where the JSON goes (default {RESULTS_DIR})")
 
 
@@ -107,6 +110,8 @@ def benchmarks_will_run(config) -> bool:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's own pytest_configure reads --benchmark-json
 def pytest_configure(config):
+    if config.getoption("bench_threads"):
+        torch.set_num_threads(config.getoption("bench_threads"))
     if benchmarks_will_run(config) and not config.getoption("benchmark_json"):
         from dimr.config import git_commit
 

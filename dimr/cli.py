@@ -15,12 +15,15 @@ COMMANDS = {
     "sample": ("dimr.sampling.command", "generate the run's samples (one seed per image)",
                "dimr sample runs/demo --set sample.num_samples=100"),
     "evaluate": ("dimr.metrics.evaluate", "FID / IS / precision-recall of RUN_DIR/samples.npz",
-                 "dimr evaluate runs/demo"),
+                 "dimr evaluate runs/demo --set evaluate.reference=work/fmnist-train.npz "
+                 "--set evaluate.extractor_weights=work/fidnet/fidnet.pt"),
     "fidnet": ("dimr.metrics.fidnet", "train the Fashion-MNIST feature network used for metrics",
                "dimr fidnet work/fidnet --epochs 2"),
     "reference": ("dimr.metrics.reference", "reference feature statistics of a data set",
                   "dimr reference work/fmnist-train.npz --data fashion-mnist --split train "
                   "--extractor-weights work/fidnet/fidnet.pt"),
+    "estimate": ("dimr.estimate", "GPU-hours of studies or presets from benchmark results",
+                 "dimr estimate ablations/table1.yaml --scale paper"),
     "latents": ("dimr.data.latents_cli", "precompute Stable Diffusion VAE latents of an image folder",
                 "dimr latents data/imagenet/train data/in256-latents.npz --vae weights/sd-vae-ft-ema "
                 "--resolution 256"),

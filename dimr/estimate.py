@@ -279,19 +279,25 @@ def summarize(costs: list[RunCost]) -> dict:
     return out
 
 
+def _h(hours: float) -> str:
+    """Hours with three decimals below 100 (tiny runs take minutes), whole hours above."""
+    return f"{hours:.3f}" if hours < 100 else f"{hours:,.0f}"
+
+
 def format_table(costs: list[RunCost], tp: Throughput) -> str:
     head = f"{'study':<16} {'variant':<20} {'seed':>4} {'preset':<22} {'kimg':>10} {'train h':>10} " \
            f"{'sample h':>9} {'eval h':>7} {'total h':>10}  basis"
     lines = [f"{tp.unit} on {tp.machine} (throughput from {tp.source})", head, "-" * len(head)]
     for c in costs:
         lines.append(f"{c.study:<16} {c.variant:<20} {c.seed:>4} {c.preset:<22} {c.kimg:>10.1f} "
-                     f"{c.train_h:>10.2f} {c.sample_h:>9.2f} {c.eval_h:>7.2f} {c.total_h:>10.2f}  {c.basis}")
+                     f"{_h(c.train_h):>10} {_h(c.sample_h):>9} {_h(c.eval_h):>7} {_h(c.total_h):>10}  "
+                     f"{c.basis}")
     lines.append("-" * len(head))
     for study, s in summarize(costs).items():
         name = "TOTAL" if study == "all" else study
         runs = f"{s['runs']} runs"
-        lines.append(f"{name:<16} {runs:<20} {'':>4} {'':<22} {'':>10} {s['train_h']:>10.2f} "
-                     f"{s['sample_h']:>9.2f} {s['eval_h']:>7.2f} {s['total_h']:>10.2f}")
+        lines.append(f"{name:<16} {runs:<20} {'':>4} {'':<22} {'':>10} {_h(s['train_h']):>10} "
+                     f"{_h(s['sample_h']):>9} {_h(s['eval_h']):>7} {_h(s['total_h']):>10}")
     return "\n".join(lines)
 
 

@@ -144,5 +144,5 @@ def test_dry_run_table_costs_resolved_configs(bench_file, tmp_path):
     cfg = resolve_run_config({"preset": "tiny-dimr", "recipe": "tiny-fmnist", "train": {"total_kimg": 36.0}})
     table = estimate.dry_run_table({("table1", "glu", 0): cfg}, bench_file)
     row = next(line for line in table.splitlines() if line.startswith("table1 ") and "glu" in line)
-    assert row.split()[5] == "0.10" and "measured" in row  # train hours: 36 kimg at 100 img/s
+    assert row.split()[5] == "0.100" and "measured" in row  # train hours: 36 kimg at 100 img/s
     assert estimate.dry_run_table({}, tmp_path / "none.json").startswith("compute estimate unavailable")
