@@ -11,18 +11,31 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 STUDIES = sorted(p.stem for p in (REPO / "ablations").glob("*.yaml"))
 PER_RUN = ("run_config", "train", "sample", "evaluate")  # jobs of one (variant, seed)
 PER_STUDY = ("model_info", "aggregate")  # jobs of one study, targets results/<study>.csv
 
 
-def snakemake(*args, cwd=REPO, check=True) -> tuple[subprocess.CompletedProcess, float]:
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    """An empty working directory with the repository's workflow config (studies: the repository's)."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["studies_dir"] = str(REPO / "ablations")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+def snakemake(*args, workdir: Path, check=True) -> tuple[subprocess.CompletedProcess, float]:
+    """Run snakemake in the repository root on `workdir` (so that `--profile slurm` is looked up there)."""
     t0 = time.perf_counter()
-    out = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
     seconds = time.perf_counter() - t0
     if check and out.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{out.stdout[-3000:]}\n"
+                             f"{out.stderr[-3000:]}")
     return out, seconds
 
 
@@ -54,17 +67,17 @@ ALLOWED_LINTS = {
 }
 
 
-def test_lint_leaves_only_deliberate_choices():
-    out, _ = snakemake("--lint", check=False)
+def test_lint_leaves_only_deliberate_choices(workdir):
+    out, _ = snakemake("--lint", workdir=workdir, check=False)
     lints = re.findall(r"^\s+\* (.+)$", out.stdout + out.stderr, flags=re.M)
     assert lints, "snakemake --lint printed no lint at all: did it run?"
     assert set(lints) <= ALLOWED_LINTS, set(lints) - ALLOWED_LINTS
 
 
 @pytest.mark.parametrize("scale", ["tiny", "paper"])
-def test_dry_run_plans_every_study(scale):
+def test_dry_run_plans_every_study(scale, workdir):
     targets = [f"results/{s}.csv" for s in STUDIES]
-    out, seconds = snakemake("-n", *targets, "--config", f"scale={scale}")
+    out, seconds = snakemake("-n", *targets, "--config", f"scale={scale}", workdir=workdir)
     jobs = planned_jobs(out.stdout)
     for study in STUDIES:
         runs = study_size(study, scale)
@@ -82,19 +95,20 @@ def test_dry_run_plans_every_study(scale):
     assert seconds < 60
 
 
-def test_default_target_and_table1_dry_run_answer_in_seconds():
-    out, seconds = snakemake("-n", "results/table1.csv")
+def test_default_target_and_table1_dry_run_answer_in_seconds(workdir):
+    out, seconds = snakemake("-n", "results/table1.csv", workdir=workdir)
     jobs = planned_jobs(out.stdout)
     assert jobs["train", "table1"] == study_size("table1", "tiny") == 18
     print(f"\nsnakemake -n results/table1.csv: {sum(jobs.values())} jobs in {seconds:.1f} s")
     assert seconds < 30
-    out, _ = snakemake("-n")  # rule all: tables and figures of config `studies` (table1)
+    out, _ = snakemake("-n", workdir=workdir)  # rule all: tables and figures of config `studies` (table1)
     jobs = planned_jobs(out.stdout)
     assert jobs["tables", "table1"] == jobs["figures", "table1"] == 1
 
 
-def test_slurm_profile_is_found_in_the_repository_root_and_survives_config_on_the_command_line():
-    out, _ = snakemake("--profile", "slurm", "-n", "-p", "results/table1.csv", "--config", "max_seeds=1")
+def test_slurm_profile_is_found_in_the_repository_root_and_survives_config_on_the_command_line(workdir):
+    out, _ = snakemake("--profile", "slurm", "-n", "-p", "results/table1.csv", "--config", "max_seeds=1",
+                       workdir=workdir)
     train = [ln for ln in out.stdout.splitlines() if "dimr.cli train" in ln]
     assert len(train) == study_size("table1", "paper") == 6
     # config/slurm.yaml (the profile's configfile) sets dispatch and scale; --config did not drop them.
@@ -128,21 +142,21 @@ variants:
     # unknown preset (dimr.models via resolve_run_config)
     (("a: {label: A}", "a: {label: A, spec: {preset: tiny-nope}}"), "variants.a.spec", "tiny-dimr"),
     # patch size that does not divide the resolution (32)
-    (("a: {label: A}", "a: {label: A, spec: {model: {patch_size: 5}}}"), "variants.a.spec",
-     "divide resolution 32"),
+    (("a: {label: A}", "a: {label: A, spec: {model: {patch_size: 5}}}"), "variants.a.spec", "divide 32"),
     # unknown key inside a section (dimr.config via the owning package)
     (("a: {label: A}", "a: {label: A, tiny: {train: {lr_typo: 1}}}"), "variants.a.tiny", "valid keys"),
 ])
-def test_bad_study_file_stops_the_workflow_naming_file_and_key(tmp_path, change, key, hint):
-    path = write_study(tmp_path, GOOD.replace(*change))
-    out, _ = snakemake("-n", "--config", f"studies_dir={path.parent}", "studies=[bad]", check=False)
+def test_bad_study_file_stops_the_workflow_naming_file_and_key(workdir, change, key, hint):
+    path = write_study(workdir, GOOD.replace(*change))
+    out, _ = snakemake("-n", "--config", f"studies_dir={path.parent}", "studies=[bad]", workdir=workdir,
+                       check=False)
     text = out.stdout + out.stderr
     assert out.returncode != 0
     assert str(path) in text and key in text and hint in text, text[-2000:]
     assert "rule train" not in text
 
 
-def test_good_micro_study_plans(tmp_path):
-    path = write_study(tmp_path, GOOD)
-    out, _ = snakemake("-n", "--config", f"studies_dir={path.parent}", "studies=[bad]")
+def test_good_micro_study_plans(workdir):
+    path = write_study(workdir, GOOD)
+    out, _ = snakemake("-n", "--config", f"studies_dir={path.parent}", "studies=[bad]", workdir=workdir)
     assert planned_jobs(out.stdout)["train", "bad"] == 1

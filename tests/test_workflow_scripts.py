@@ -20,12 +20,13 @@ VARIANTS = [
     {"variant": "uvit", "label": "U-ViT (time token)", "order": 0, "paper_fid": 5.85, "paper_params": 130.9},
     {"variant": "dimr", "label": "+ multi-scale loss", "order": 1, "paper_fid": 3.65, "paper_params": None},
 ]
-STUDY = {"study": "toy", "scale": "tiny", "title": "Toy roadmap", "paper_source": "Table 1", "variants": VARIANTS}
+STUDY = {"study": "toy", "scale": "tiny", "title": "Toy roadmap", "paper_source": "Table 1",
+         "variants": VARIANTS}
 INFO = {"uvit": {"params": 1_500_000, "gmacs": 0.05}, "dimr": {"params": 2_250_000, "gmacs": 0.08}}
 
 
 def make_runs(root: Path) -> list[dict]:
-    """Run directories with metrics.json, config.json, training_log.jsonl and grid.png, as dimr writes them."""
+    """Run directories with metrics.json, config.json, training_log.jsonl and grid.png, as dimr writes."""
     rng = np.random.default_rng(0)
     runs = []
     for v in VARIANTS:
@@ -118,12 +119,14 @@ def test_figures_are_written_as_png(long_table, tmp_path):
 
 
 def test_run_spec_merges_site_base_variant_and_scale():
-    study = {"name": "s", "path": "ablations/s.yaml", "scales": {"tiny": {"seeds": [3, 4], "base": {
-        "recipe": "tiny-fmnist", "preset": "tiny-uvit", "train": {"lr": 1.0, "total_kimg": 2.0}}}},
-        "variants": {"v": {"spec": {"train": {"lr": 2.0}}, "tiny": {"train": {"lr": 3.0}, "preset": "tiny-dimr"}}}}
+    base = {"recipe": "tiny-fmnist", "preset": "tiny-uvit", "train": {"lr": 1.0, "total_kimg": 2.0}}
+    variant = {"spec": {"train": {"lr": 2.0}}, "tiny": {"train": {"lr": 3.0}, "preset": "tiny-dimr"}}
+    study = {"name": "s", "path": "ablations/s.yaml", "scales": {"tiny": {"seeds": [3, 4], "base": base}},
+             "variants": {"v": variant}}
     site = {"tiny-fmnist": {"evaluate": {"reference": "ref.npz"}, "train": {"total_kimg": 9.0}}}
     runs = studies.runs_of(study, "tiny")
-    assert [(r.variant, r.seed, r.dir) for r in runs] == [("v", 3, "runs/s/tiny/v/seed3"), ("v", 4, "runs/s/tiny/v/seed4")]
+    assert [(r.variant, r.seed, r.dir) for r in runs] == [("v", 3, "runs/s/tiny/v/seed3"),
+                                                         ("v", 4, "runs/s/tiny/v/seed4")]
     spec = studies.run_spec(study, runs[1], site)
     assert spec["train"] == {"lr": 3.0, "total_kimg": 2.0}  # the study wins over site defaults
     assert spec["preset"] == "tiny-dimr" and spec["seed"] == 4 and spec["name"] == "s/v/seed4"

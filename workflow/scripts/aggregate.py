@@ -11,7 +11,8 @@ import pandas as pd
 
 # Columns in front; the protocol columns (protocol.<key>) follow in sorted order.
 COLUMNS = ["study", "scale", "variant", "label", "order", "seed", "metric", "value", "params", "gmacs",
-           "paper_fid", "paper_params", "preset", "recipe", "train_kimg", "batch_size", "num_samples", "run_dir"]
+           "paper_fid", "paper_params", "preset", "recipe", "train_kimg", "batch_size", "num_samples",
+           "run_dir"]
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -32,7 +33,7 @@ def read_json(path: Path) -> dict:
     except FileNotFoundError:
         raise SystemExit(f"aggregate: {path} not found; the run has not finished that stage") from None
     except json.JSONDecodeError as e:
-        raise SystemExit(f"aggregate: {path} is not valid JSON ({e}); rerun the stage that writes it") from None
+        raise SystemExit(f"aggregate: {path} is not JSON ({e}); rerun the stage that wrote it") from None
 
 
 def run_rows(run: dict, variant: dict, study: dict, info: dict) -> list[dict]:
@@ -68,7 +69,8 @@ def aggregate(runs: list[dict], study: dict, model_info: dict) -> pd.DataFrame:
         raise SystemExit(f"aggregate: no metrics found for study {study['study']}")
     df = pd.DataFrame(rows)
     protocol = sorted(c for c in df.columns if c.startswith("protocol."))
-    return df[COLUMNS + protocol].sort_values(["order", "seed", "metric"], kind="stable").reset_index(drop=True)
+    df = df[COLUMNS + protocol].sort_values(["order", "seed", "metric"], kind="stable")
+    return df.reset_index(drop=True)
 
 
 def main(snakemake):

@@ -38,8 +38,9 @@ def fid_bars(df: pd.DataFrame, title: str, path):
     """Mean FID per variant with ± std over seeds, each seed a dot; the paper's FID at paper scale."""
     fid = fid_rows(df)
     order = labels_in_order(fid)
-    fig, ax = plt.subplots(figsize=(7, 0.55 * len(order) + 1.5))
-    sns.barplot(data=fid, y="label", x="value", order=order, errorbar="sd", color="#9ecae1", capsize=0.2, ax=ax)
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(order) + 1.5), layout="constrained")
+    sns.barplot(data=fid, y="label", x="value", order=order, errorbar="sd", color="#9ecae1", capsize=0.2,
+                ax=ax)
     sns.stripplot(data=fid, y="label", x="value", order=order, color="#08306b", size=4, ax=ax, label="seeds")
     if (fid["scale"] == "paper").all() and fid["paper_fid"].notna().any():
         paper = fid.drop_duplicates("variant")
@@ -54,13 +55,14 @@ def fid_bars(df: pd.DataFrame, title: str, path):
 
 def variant_means(fid: pd.DataFrame, x: str) -> pd.DataFrame:
     g = fid.groupby(["order", "label"], sort=True)
-    return pd.DataFrame({x: g[x].first(), "mean": g["value"].mean(), "std": g["value"].std().fillna(0.0)}).reset_index()
+    stats = {x: g[x].first(), "mean": g["value"].mean(), "std": g["value"].std().fillna(0.0)}
+    return pd.DataFrame(stats).reset_index()
 
 
 def fid_vs_gmacs(df: pd.DataFrame, title: str, path):
     """Mean FID (± std over seeds) against the GMACs of one forward pass, one point per variant."""
     fid = fid_rows(df)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
     if fid["gmacs"].notna().any():
         m = variant_means(fid, "gmacs")
         colors = sns.color_palette("colorblind", len(m))
@@ -87,23 +89,23 @@ def training(df: pd.DataFrame, title: str, path):
     fid = fid_rows(df)
     runs = fid.drop_duplicates("run_dir")
     logs = [training_log(r.run_dir).assign(label=r.label, seed=r.seed) for r in runs.itertuples()]
-    logs = pd.concat([x for x in logs if "loss" in x], ignore_index=True) if any("loss" in x for x in logs) else None
+    logs = [x for x in logs if "loss" in x]
+    logs = pd.concat(logs, ignore_index=True) if logs else None
     order = labels_in_order(fid)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = dict(zip(order, sns.color_palette("colorblind", len(order))))  # same colours in both panels
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     if logs is not None:
         sns.lineplot(data=logs, x="kimg", y="loss", hue="label", hue_order=order, errorbar="sd", ax=left,
-                     palette="colorblind")
+                     palette=colors)
         left.set(yscale="log", xlabel="training images (kimg)", ylabel="training loss", title="training loss")
-        left.legend(fontsize="small")
+        left.legend(fontsize="small", title=None)
     else:
         left.text(0.5, 0.5, "no training_log.jsonl", ha="center", transform=left.transAxes)
     m = variant_means(fid, "train_kimg")
-    colors = dict(zip(order, sns.color_palette("colorblind", len(order))))
     for _, r in m.iterrows():
-        right.errorbar(r["train_kimg"], r["mean"], yerr=r["std"], fmt="o", capsize=3, color=colors[r["label"]],
-                       label=r["label"])
+        right.errorbar(r["train_kimg"], r["mean"], yerr=r["std"], fmt="o", capsize=3,
+                       color=colors[r["label"]])
     right.set(xlabel="training images (kimg)", ylabel=fid_label(df), title="FID of the final network")
-    right.legend(fontsize="small")
     fig.suptitle(title)
     save(fig, path)
 
@@ -113,7 +115,7 @@ def samples(grids: dict[str, str], title: str, path):
     n = len(grids)
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4.3 * rows), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, (label, grid) in zip(axes.flat, grids.items()):
@@ -130,7 +132,6 @@ def first_seed_grids(df: pd.DataFrame) -> dict[str, str]:
 
 
 def save(fig, path):
-    fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 

@@ -92,7 +92,7 @@ def runs_of(study: dict, scale: str, max_seeds: int | None = None) -> list[Run]:
 
 
 def run_spec(study: dict, run: Run, site: dict) -> dict:
-    """The run spec: site paths of the recipe <- base <- variant.spec <- variant.<scale>, plus name and seed."""
+    """Site paths of the recipe <- base <- variant.spec <- variant.<scale>, plus the name and seed."""
     variant = study["variants"][run.variant]
     spec = deep_merge(study["scales"][run.scale]["base"], variant.get("spec", {}))
     spec = deep_merge(spec, variant.get(run.scale, {}))
@@ -111,13 +111,13 @@ def resolve_run(study: dict, run: Run, site: dict) -> dict:
     try:
         return resolve_run_config(run_spec(study, run, site))
     except ConfigError as e:
-        sources = [f"scales.{run.scale}.base", f"variants.{run.variant}.spec", f"variants.{run.variant}.{run.scale}"]
-        raise ConfigError(f"{study['path']}: variant {run.variant!r} at scale {run.scale!r} "
-                          f"(keys from {', '.join(sources)}): {e}") from None
+        v = f"variants.{run.variant}"
+        raise ConfigError(f"{study['path']}: variant {run.variant!r} at scale {run.scale!r} (keys from "
+                          f"scales.{run.scale}.base, {v}.spec, {v}.{run.scale}): {e}") from None
 
 
 def variant_table(study: dict) -> list[dict]:
-    """Row metadata for tables and figures: variant, label, order, paper_fid, paper_params (None if absent)."""
+    """Rows of the tables and figures: variant, label, order, paper_fid, paper_params (None if absent)."""
     return [{"variant": name, "label": v.get("label", name), "order": i,
              "paper_fid": v.get("paper_fid"), "paper_params": v.get("paper_params")}
             for i, (name, v) in enumerate(study["variants"].items())]

@@ -31,17 +31,19 @@ def number(x, fmt: str) -> str:
 
 
 def table(summary: pd.DataFrame, pm: str = " ± ") -> pd.DataFrame:
-    """One row per variant (study order): Variant, Params (M), GMACs, metrics, Seeds, Paper FID, Paper params (M)."""
+    """One row per variant, in study order: params, GMACs, metrics, seeds and the paper's figures."""
     shown = [m for m in METRICS if m in set(summary["metric"])]
     rows = []
     for (_, label), g in summary.groupby(["order", "label"], sort=True):
         by_metric = g.set_index("metric")
         first = g.iloc[0]
-        row = {"Variant": label, "Params (M)": number(first["params"] / 1e6 if pd.notna(first["params"]) else None, ".2f"),
+        row = {"Variant": label, "Params (M)": number(first["params"] / 1e6, ".2f"),
                "GMACs": number(first["gmacs"], ".3g")}
         for m in shown:
             digits = 3 if m in ("precision", "recall") else 2
-            row[METRICS[m]] = mean_std(by_metric.at[m, "mean"], by_metric.at[m, "std"], digits, pm) if m in by_metric.index else "–"
+            row[METRICS[m]] = "–"
+            if m in by_metric.index:
+                row[METRICS[m]] = mean_std(by_metric.at[m, "mean"], by_metric.at[m, "std"], digits, pm)
         row["Seeds"] = str(int(g["n"].max()))
         row["Paper FID"] = number(first["paper_fid"], ".2f")
         row["Paper params (M)"] = number(first["paper_params"], ".1f")
@@ -62,7 +64,8 @@ def notes(df: pd.DataFrame, paper_source: str) -> list[str]:
 
 
 def to_markdown(t: pd.DataFrame, title: str, footnotes: list[str]) -> str:
-    return f"# {title}\n\n{t.to_markdown(index=False, disable_numparse=True)}\n\n" + "".join(f"- {n}\n" for n in footnotes)
+    body = t.to_markdown(index=False, disable_numparse=True)  # keep "1.50" as written
+    return f"# {title}\n\n{body}\n\n" + "".join(f"- {n}\n" for n in footnotes)
 
 
 def latex_escape(s: str) -> str:
@@ -77,7 +80,8 @@ def to_latex(t: pd.DataFrame, title: str, footnotes: list[str]) -> str:
     head = " & ".join(latex_escape(c) for c in t.columns) + r" \\"
     body = [" & ".join(latex_escape(str(v)) for v in row) + r" \\" for row in t.itertuples(index=False)]
     lines = [f"% {title}", r"\begin{tabular}{l" + "r" * (len(t.columns) - 1) + "}", r"\toprule", head,
-             r"\midrule", *body, r"\bottomrule", r"\end{tabular}", *[f"% {latex_escape(n)}" for n in footnotes]]
+             r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]
+    lines += [f"% {latex_escape(n)}" for n in footnotes]
     return "\n".join(lines) + "\n"
 
 
