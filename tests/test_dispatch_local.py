@@ -53,6 +53,18 @@ def test_local_success_is_recorded_and_a_rerun_submits_nothing(tmp_path):
     assert len(starts(tmp_path / "state")) == 1  # the command did not run again
 
 
+def test_finished_record_whose_expected_output_is_gone_runs_again(tmp_path):
+    # Snakemake deletes a rule's outputs before a forced rerun: the old record must not stand in.
+    state = tmp_path / "state"
+    cmd = launcher(tmp_path, counter(state, 2), "--expect", str(state / "counter.json"))
+    assert run(cmd).returncode == 0
+    (state / "counter.json").unlink()
+    again = run(cmd)
+    assert again.returncode == 0, again.stderr
+    assert "running it again" in again.stdout
+    assert len(starts(state)) == 2 and count(state) == 2
+
+
 def test_local_nonzero_exit_is_a_failure(tmp_path):
     res = run(launcher(tmp_path, counter(tmp_path / "state", 2, 0.05, "--exit-code", "3")))
     assert res.returncode == 1

@@ -196,6 +196,7 @@ def launch(stage: str, command: str) -> str:
     # repository to another path reruns nothing.
     return (
         f"{{LAUNCHER}} --folder {{params.dir}}/submitit --job-record {{params.dir}}/job-{stage}.json"
+        " --expect {output}"
         f" --name dimr-{stage}-{{params.name}}"
         " --timeout-min {resources.runtime} --nodes {resources.nodes} --gpus-per-node {resources.gpus}"
         " --cpus-per-task {resources.cpus_per_task} --mem-gb $(( ({resources.mem_mb} + 999) / 1000 ))"

@@ -211,6 +211,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--account", default=None, help="SLURM account (ignored by --executor local)")
     p.add_argument("--slurm-additional", type=json.loads, default=None,
                    help='JSON object of extra sbatch options, e.g. \'{"qos": "high"}\'')
+    p.add_argument("--expect", action="extend", nargs="+", type=Path, default=[], metavar="PATH",
+                   help="output the job must leave; a finished record whose outputs are gone (Snakemake "
+                        "deletes them before a forced rerun) is run again")
     p.add_argument("--poll-s", type=float, default=15.0, help="seconds between forced state checks (sacct)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     args = p.parse_args(argv)
@@ -424,7 +427,12 @@ def main(argv=None) -> int:
     if args.job_record.exists():
         rec = read_record(args.job_record)
         job, verdict = reattach(args, rec)
-        if verdict == "done":
+        missing = [str(p) for p in args.expect if not p.exists()]
+        if verdict == "done" and missing:
+            print(f"submit.py: job {job.job_id} finished but {missing} are gone; running it again",
+                  flush=True)
+            job = None
+        elif verdict == "done":
             print(f"submit.py: job {job.job_id} already finished successfully; nothing to do", flush=True)
             return 0
         print(f"submit.py: job {rec['job_id']}: " +
