@@ -10,14 +10,7 @@ from dimr.models.blocks import ConvNeXtBlock, TransformerBlock
 from dimr.models.conditioning import get_mechanism
 from dimr.models.td_layernorm import TDLayerNorm, TDRMSNorm
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP stalls when the 2 cores are shared with other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_td_ln_at_init_is_layernorm_exactly():

@@ -6,14 +6,7 @@ import torch
 from dimr.models import PRESETS, build_model, resolve_model_config
 from dimr.models.counting import count_gmacs, count_params, param_breakdown
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP stalls when the 2 cores are shared with other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _meta_model(preset, **overrides):

@@ -7,14 +7,7 @@ from dimr.models import PRESETS, build_model, resolve_model_config
 from dimr.models.counting import count_params
 from dimr.models.layers import pixel_shuffle_tokens, sincos_pos_embed, unpatchify
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP stalls when the 2 cores are shared with other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = [n for n in PRESETS if n.startswith("tiny-")]

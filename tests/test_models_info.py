@@ -4,21 +4,13 @@ import argparse
 import json
 
 import pytest
-import torch
 
 from dimr.errors import ConfigError
 from dimr.models import PRESETS, build_model, resolve_model_config
 from dimr.models import info as info_cmd
 from dimr.models.counting import count_params
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP stalls when the 2 cores are shared with other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(argv, capsys):
