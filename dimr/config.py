@@ -95,6 +95,7 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.99, 0.99])
     warmup_kimg: float = 5120.0       # 5K steps at batch 1024, then constant
     ema_decay: float = 0.9999         # per optimiser step
+    ema_warmup: bool = False          # decay min(ema_decay, (1+step)/(10+step)): short runs forget the init
     label_dropout: float = 0.1        # probability of replacing the label by the null class (CFG)
     grad_clip: float = 1.0            # max global grad norm; 0 disables
     precision: typing.Literal["fp32", "bf16"] = "bf16"  # autocast dtype of forward/backward

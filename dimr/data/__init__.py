@@ -10,7 +10,15 @@ from pathlib import Path
 
 from dimr.errors import ConfigError, MissingFileError
 
-from .fashion_mnist import DEFAULT_ROOT, FASHION_MNIST_CLASSES, SPLITS, FashionMNIST, load_fashion_mnist
+from .fashion_mnist import (
+    DEFAULT_ROOT,
+    FASHION_MNIST_CLASSES,
+    SPLITS,
+    FashionMNIST,
+    check_resolution,
+    fit_resolution,
+    load_fashion_mnist,
+)
 
 DATASET_TYPES = ("fashion-mnist", "image-folder", "latents")
 
@@ -94,8 +102,7 @@ def dataset_shape(cfg) -> tuple[int, int, int]:
     """(channels, resolution, num_classes) of what the model sees, without loading the data."""
     cfg = DataConfig.from_dict(cfg)
     if cfg.type == "fashion-mnist":
-        if cfg.resolution < 28 or cfg.resolution % 2:
-            raise ConfigError(f"Fashion-MNIST resolution must be 28 + an even padding (e.g. 32), got {cfg.resolution}")
+        check_resolution(cfg.resolution)
         return 1, cfg.resolution, _check_classes(cfg, len(FASHION_MNIST_CLASSES))
     if cfg.type == "image-folder":
         from .image_folder import list_class_folders

@@ -75,25 +75,45 @@ def load_fashion_mnist(root=DEFAULT_ROOT, split: str = "train") -> tuple[np.ndar
     return _load_cached(str(Path(root).expanduser().resolve()), split)
 
 
+def check_resolution(resolution: int) -> int:
+    """28 + an even padding (32: the usual padded side), or 14 + an even padding (16: half size)."""
+    if not isinstance(resolution, int) or resolution < SIZE // 2 or resolution % 2:
+        raise ConfigError(f"Fashion-MNIST resolution must be 28 or 14 plus an even padding (32, 16), "
+                          f"got {resolution!r}")
+    return resolution
+
+
+def fit_resolution(images: np.ndarray, resolution: int) -> np.ndarray:
+    """uint8 (N, 28, 28) -> (N, R, R): below 28, 2×2 area down-sampling to 14 first; then padding.
+
+    Padding is background (0). The down-sampled pixel is the rounded 2×2 mean, so the training data,
+    the reference statistics and every metric see the same uint8 images.
+    """
+    check_resolution(resolution)
+    if resolution < SIZE:
+        n = len(images)
+        mean = images.reshape(n, SIZE // 2, 2, SIZE // 2, 2).astype(np.uint16).sum((2, 4))
+        images = ((mean + 2) // 4).astype(np.uint8)  # round half up, exactly in integers
+    p = (resolution - images.shape[-1]) // 2
+    return np.pad(images, ((0, 0), (p, p), (p, p)))
+
+
 class FashionMNIST(Dataset):
-    """Fashion-MNIST as (x float32 (1, R, R) in [-1, 1], y long); 28×28 padded with background to R."""
+    """Fashion-MNIST as (x float32 (1, R, R) in [-1, 1], y long); see `fit_resolution`."""
 
     def __init__(self, root=DEFAULT_ROOT, split: str = "train", resolution: int = 32, hflip: bool = False):
-        pad = resolution - SIZE
-        if pad < 0 or pad % 2:
-            raise ConfigError(f"Fashion-MNIST resolution must be 28 + an even number (e.g. 32), got {resolution}")
         images, labels = load_fashion_mnist(root, split)
-        self.images = torch.from_numpy(images.copy())  # (N, 28, 28) uint8
+        images = fit_resolution(images, resolution)
+        self.images = torch.from_numpy(images).float().div(127.5).sub(1.0)[:, None]  # (N, 1, R, R)
         self.labels = torch.from_numpy(labels.copy())  # (N,) int64
-        self.pad, self.resolution, self.hflip = pad // 2, resolution, hflip
+        self.resolution, self.hflip = resolution, hflip
         self.num_classes = len(FASHION_MNIST_CLASSES)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[i].float().div(127.5).sub(1.0)  # (28, 28), 0 (background) -> -1
-        x = torch.nn.functional.pad(x, (self.pad,) * 4, value=-1.0)[None]  # (1, R, R)
+        x = self.images[i]  # (1, R, R); background 0 -> -1
         if self.hflip and torch.rand(()) < 0.5:
             x = x.flip(-1)
         return x, self.labels[i]

@@ -33,8 +33,15 @@ def weight_sigmoid(lam, bias=0.0):
     return torch.sigmoid(bias - lam)
 
 
-WEIGHTINGS = {"uniform": weight_uniform, "min-snr": weight_min_snr, "sigmoid": weight_sigmoid}
-WEIGHTING_DEFAULTS = {"uniform": {}, "min-snr": {"gamma": 5.0}, "sigmoid": {"bias": 0.0}}
+def weight_v_mse(lam):
+    """w = 1/α² = (SNR + 1)/SNR: the plain v-MSE, ‖v̂ − v‖² = ‖ε̂ − ε‖²/α² (Salimans & Ho 2022, §4,
+    "SNR+1" weighting), which keeps weight at the noisy end where the global layout is decided."""
+    return 1.0 + torch.exp(-lam)
+
+
+WEIGHTINGS = {"uniform": weight_uniform, "min-snr": weight_min_snr, "sigmoid": weight_sigmoid,
+              "v-mse": weight_v_mse}
+WEIGHTING_DEFAULTS = {"uniform": {}, "min-snr": {"gamma": 5.0}, "sigmoid": {"bias": 0.0}, "v-mse": {}}
 
 
 # ----------------------------------------------------------------------------

@@ -192,7 +192,8 @@ def clean_fid_reference(ref, num: int):
     src = ref.meta.get("source", {})
     if not src.get("data"):
         raise ConfigError(f"reference {ref.path} records no source images; the clean-fid check needs them")
-    images, _ = reference_images(src["data"], src.get("split", "train"), src.get("root"), num)
+    images, _ = reference_images(src["data"], src.get("split", "train"), src.get("root"), num,
+                                 src.get("resolution", 32))
     if not isinstance(images, np.ndarray):
         images = next(images.batches(num, limit=num))
     return images, {**src, "num": len(images)}

@@ -2,8 +2,9 @@
 
 SPEC §5: Inception features are meaningless on Fashion-MNIST and no Inception weights can be fetched
 offline, so the workflow trains this classifier itself (`dimr fidnet OUT_DIR`): deterministic (fixed
-seed, fixed data order, `torch.use_deterministic_algorithms`), on the padded 32×32 train split, its
-test accuracy measured on the test split. Features: `feat` (fc1, the penultimate layer) for FID and
+seed, fixed data order, `torch.use_deterministic_algorithms`), on the train split at the diffusion
+models' resolution (padded 32×32, or 16×16 down-sampled: `dimr.data.fit_resolution`), its test
+accuracy measured on the test split. Features: `feat` (fc1, the penultimate layer) for FID and
 precision/recall; `logits` (with bias) for IS; `logits_unbiased` mirrors Inception's IS layer name.
 """
 
@@ -23,15 +24,16 @@ from dimr.errors import CheckpointError, MissingFileError
 from dimr.io import atomic_torch_save, atomic_write_json, sha256_file
 
 FIDELITY_NAME = "dimr-fmnist-net"  # name in torch-fidelity's FEATURE_EXTRACTORS_REGISTRY
-RESOLUTION = 32                    # padded Fashion-MNIST side (the diffusion models' resolution)
+RESOLUTION = 32                    # default side: padded Fashion-MNIST
 FORMAT = "dimr-fidnet-v1"
 WEIGHTS_FILE, INFO_FILE = "fidnet.pt", "fidnet.json"
 
 
 def pad_to_resolution(images: np.ndarray, resolution: int = RESOLUTION) -> np.ndarray:
-    """uint8 (N, 28, 28) -> (N, R, R, 1), padded with background 0 (== -1 in `FashionMNIST`)."""
-    p = (resolution - images.shape[-1]) // 2
-    return np.pad(images, ((0, 0), (p, p), (p, p)))[..., None]
+    """uint8 (N, 28, 28) -> (N, R, R, 1): the images `FashionMNIST` trains on, as uint8."""
+    from dimr.data import fit_resolution
+
+    return fit_resolution(images, resolution)[..., None]
 
 
 # ----------------------------------------------------------------------------
@@ -39,33 +41,37 @@ def pad_to_resolution(images: np.ndarray, resolution: int = RESOLUTION) -> np.nd
 
 
 class FashionNet(nn.Module):
-    """Small VGG-style classifier on uint8 (N, C, 32, 32) images; fc1's output is the feature."""
+    """Small VGG-style classifier on uint8 (N, C, R, R) images; fc1's output is the feature."""
 
-    def __init__(self, widths=(16, 32, 64), feature_dim: int = 128, num_classes: int = 10):
+    def __init__(self, widths=(16, 32, 64), feature_dim: int = 128, num_classes: int = 10,
+                 resolution: int = RESOLUTION):
         super().__init__()
-        self.arch = {"widths": list(widths), "feature_dim": feature_dim, "num_classes": num_classes}
+        self.arch = {"widths": list(widths), "feature_dim": feature_dim, "num_classes": num_classes,
+                     "resolution": resolution}
+        self.resolution = resolution
         layers, c_in = [], 1
-        for w in widths:  # 32 -> 16 -> 8 -> 4
+        for w in widths:  # 32 -> 16 -> 8 -> 4 (16 -> 8 -> 4 -> 2)
             layers += [nn.Conv2d(c_in, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2)]
             c_in = w
         self.body = nn.Sequential(*layers)
-        side = RESOLUTION // 2 ** len(widths)
+        side = resolution // 2 ** len(widths)
         self.fc1 = nn.Linear(c_in * side * side, feature_dim)
         self.fc2 = nn.Linear(feature_dim, num_classes)
 
-    @staticmethod
-    def preprocess(x: torch.Tensor) -> torch.Tensor:
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 grey or RGB -> float grey in [-1, 1], the `FashionMNIST` data set's scaling."""
         if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3):
             raise ValueError(f"expected uint8 images (N, 1|3, H, W), got {x.dtype} {tuple(x.shape)}")
-        if x.shape[-2:] != (RESOLUTION, RESOLUTION):
-            raise ValueError(f"fmnist-net expects {RESOLUTION}×{RESOLUTION} images (padded Fashion-MNIST), "
-                             f"got {tuple(x.shape[-2:])}")
+        r = self.resolution
+        if x.shape[-2:] != (r, r):
+            raise ValueError(f"this fmnist-net was trained on {r}×{r} images, got {tuple(x.shape[-2:])}: "
+                             f"train one at that resolution with `dimr fidnet OUT --resolution "
+                             f"{x.shape[-1]}`")
         return x.float().mean(1, keepdim=True) / 127.5 - 1  # RGB of a grey image: mean is exact
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.preprocess(x)                 # (N, 1, 32, 32)
-        h = self.body(x).flatten(1)            # (N, 64 * 4 * 4)
+        x = self.preprocess(x)                 # (N, 1, R, R)
+        h = self.body(x).flatten(1)            # (N, 64 * (R/8)²)
         feat = self.fc1(h)                     # (N, feature_dim)
         return feat, self.fc2(F.relu(feat))    # (N, feature_dim), (N, num_classes)
 
@@ -118,7 +124,7 @@ class FeatureExtractorFashionNet(FeatureExtractorBase):
 
     @staticmethod
     def get_dummy_input_for_compile():
-        return torch.zeros(1, 1, RESOLUTION, RESOLUTION, dtype=torch.uint8)
+        return torch.zeros(1, 1, RESOLUTION, RESOLUTION, dtype=torch.uint8)  # never compiled
 
 
 def register() -> None:
@@ -168,7 +174,7 @@ def accuracy(net: FashionNet, images: np.ndarray, labels: np.ndarray, device, ba
 
 def train_fidnet(out_dir, epochs: int = 2, seed: int = 0, num_train: int | None = None,
                  num_test: int | None = None, batch_size: int = 256, lr: float = 2e-3, root=None,
-                 device="cpu", log=print) -> dict:
+                 device="cpu", resolution: int = RESOLUTION, log=print) -> dict:
     """Train on the train split, measure test accuracy, write fidnet.pt and fidnet.json; return the json."""
     from dimr.data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
 
@@ -176,12 +182,12 @@ def train_fidnet(out_dir, epochs: int = 2, seed: int = 0, num_train: int | None 
     x_train, y_train = load_fashion_mnist(root, "train")
     x_test, y_test = load_fashion_mnist(root, "test")
     num_train = len(x_train) if num_train is None else min(num_train, len(x_train))
-    x_train = torch.from_numpy(pad_to_resolution(x_train[:num_train])).permute(0, 3, 1, 2)  # (N, 1, 32, 32)
+    x_train = torch.from_numpy(pad_to_resolution(x_train[:num_train], resolution)).permute(0, 3, 1, 2)
     y_train = torch.from_numpy(y_train[:num_train].copy())
     device = torch.device(device)
     start = time.perf_counter()
     with deterministic(seed):
-        net = FashionNet().to(device)
+        net = FashionNet(resolution=resolution).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         steps = epochs * -(-num_train // batch_size)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / steps)  # linear decay to 0
@@ -202,7 +208,7 @@ def train_fidnet(out_dir, epochs: int = 2, seed: int = 0, num_train: int | None 
         net.eval()
     train_seconds = time.perf_counter() - start
     num_test = len(x_test) if num_test is None else min(num_test, len(x_test))
-    acc = accuracy(net, pad_to_resolution(x_test[:num_test]), y_test[:num_test], device)
+    acc = accuracy(net, pad_to_resolution(x_test[:num_test], resolution), y_test[:num_test], device)
     out_dir = Path(out_dir)
     weights = out_dir / WEIGHTS_FILE
     state = {k: v.cpu() for k, v in net.state_dict().items()}
@@ -211,7 +217,7 @@ def train_fidnet(out_dir, epochs: int = 2, seed: int = 0, num_train: int | None 
         "weights": WEIGHTS_FILE, "sha256": sha256_file(weights), "test_accuracy": acc,
         "epochs": epochs, "seed": seed, "num_train": num_train, "num_test": num_test,
         "batch_size": batch_size, "lr": lr,
-        "feature_dim": net.arch["feature_dim"], "train_seconds": round(train_seconds, 2),
+        "feature_dim": net.arch["feature_dim"], "resolution": resolution, "train_seconds": round(train_seconds, 2),
         "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "data_root": str(root),
     }
@@ -241,9 +247,12 @@ def add_arguments(p):
     p.add_argument("--num-test", type=int, default=None, help="first N test images to score (default all)")
     p.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder (default Debian's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (results differ between devices)")
+    p.add_argument("--resolution", type=int, default=RESOLUTION,
+                   help="image side: the diffusion models' data.resolution (32 padded, 16 down-sampled)")
 
 
 def run(args) -> int:
     train_fidnet(args.out_dir, epochs=args.epochs, seed=args.seed, num_train=args.num_train,
-                 num_test=args.num_test, root=args.data_root, device=args.device)
+                 num_test=args.num_test, root=args.data_root, device=args.device,
+                 resolution=args.resolution)
     return 0

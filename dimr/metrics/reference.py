@@ -10,19 +10,20 @@ from pathlib import Path
 from dimr.errors import ConfigError
 from dimr.io import sha256_file
 from dimr.metrics.fidelity import Extractor, NpzImages, extract
+from dimr.metrics.fidnet import RESOLUTION, pad_to_resolution
 from dimr.metrics.stats import save_stats
 
 
-def reference_images(data: str, split: str = "train", root=None, num: int | None = None):
+def reference_images(data: str, split: str = "train", root=None, num: int | None = None,
+                     resolution: int = RESOLUTION):
     """(uint8 images or `NpzImages`, source description) of a data set name or an images .npz."""
     if data == "fashion-mnist":
         from dimr.data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
-        from dimr.metrics.fidnet import RESOLUTION, pad_to_resolution
 
         root = root or DEFAULT_ROOT
         images, _ = load_fashion_mnist(root, split)
-        return pad_to_resolution(images[:num]), {"data": data, "split": split, "root": str(root),
-                                                 "resolution": RESOLUTION}
+        return pad_to_resolution(images[:num], resolution), {"data": data, "split": split, "root": str(root),
+                                                             "resolution": resolution}
     path = Path(data)
     if path.suffix != ".npz":
         raise ConfigError(f"--data {data!r}: expected 'fashion-mnist' or an .npz with arr_0 (N, H, W, C)")
@@ -59,6 +60,8 @@ def add_arguments(p):
     p.add_argument("--data", default="fashion-mnist", help="'fashion-mnist' or an .npz with arr_0 images")
     p.add_argument("--split", default="train", choices=["train", "test"], help="Fashion-MNIST split")
     p.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder (default Debian's)")
+    p.add_argument("--resolution", type=int, default=RESOLUTION,
+                   help="Fashion-MNIST image side (the models' data.resolution: 32 padded, 16 down-sampled)")
     p.add_argument("--num", type=int, default=None, help="use the first N images (default all)")
     p.add_argument("--num-pr", type=int, default=10000, help="features kept for precision/recall")
     p.add_argument("--extractor", default="fmnist-net", choices=["fmnist-net", "inception-v3-compat"])
@@ -70,7 +73,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     extractor = Extractor(args.extractor, args.extractor_weights, args.extractor_sha256, args.device)
-    source, meta = reference_images(args.data, args.split, args.data_root, args.num)
+    source, meta = reference_images(args.data, args.split, args.data_root, args.num, args.resolution)
     out = make_reference(args.out, extractor, source, meta, args.num, args.num_pr, args.batch_size)
     print(f"reference: {out['num']} images, extractor {out['extractor']} -> {args.out}")
     return 0

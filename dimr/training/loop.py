@@ -24,7 +24,7 @@ from dimr.io import atomic_torch_save, atomic_write_text, sha256_json
 from dimr.training import distributed
 from dimr.training.checkpoint import FINAL_NETWORK, latest_checkpoint, save_checkpoint
 from dimr.training.data_stream import StreamBatchSampler
-from dimr.training.optim import build_optimizer, learning_rate, update_ema
+from dimr.training.optim import build_optimizer, ema_decay, learning_rate, update_ema
 
 LOG_FILE = "training_log.jsonl"
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: saved and stopped on a signal; the launcher requeues
@@ -212,7 +212,7 @@ class TrainStep:
         if self.train["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train["grad_clip"])
         self.optimizer.step()
-        update_ema(self.ema, self.model, self.train["ema_decay"])
+        update_ema(self.ema, self.model, ema_decay(self.train, step))
 
 
 def make_progress(progress, rank, total, initial):

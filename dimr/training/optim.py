@@ -24,6 +24,14 @@ def learning_rate(train: dict, cur_nimg: int) -> float:
     return train["lr"]
 
 
+def ema_decay(train: dict, step: int) -> float:
+    """The EMA decay after optimiser step `step` (0-based); with warm-up, TensorFlow's num_updates rule
+    min(decay, (1+n)/(10+n)), so that a run of a few thousand steps does not average in its init."""
+    if train.get("ema_warmup"):
+        return min(train["ema_decay"], (1 + step) / (10 + step))
+    return train["ema_decay"]
+
+
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
     """Exponential moving average of the weights, once per optimiser step (EMA 0.9999 in the paper)."""
