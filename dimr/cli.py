@@ -17,6 +17,10 @@ COMMANDS = {
     "evaluate": ("dimr.metrics.evaluate", "FID / IS / precision-recall of RUN_DIR/samples.npz",
                  "dimr evaluate runs/demo --set evaluate.reference=work/fmnist-train.npz "
                  "--set evaluate.extractor_weights=work/fidnet/fidnet.pt"),
+    "curve": ("dimr.metrics.curve", "FID and conditional accuracy of every training snapshot",
+              "dimr curve runs/demo"),
+    "baseline": ("dimr.metrics.baseline", "real-data or noise samples scored by a run's protocol",
+                 "dimr baseline runs/demo-noise --kind uniform-noise --like runs/demo"),
     "fidnet": ("dimr.metrics.fidnet", "train the Fashion-MNIST feature network used for metrics",
                "dimr fidnet work/fidnet --epochs 2"),
     "reference": ("dimr.metrics.reference", "reference feature statistics of a data set",

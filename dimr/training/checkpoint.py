@@ -10,12 +10,28 @@ from dimr.io import atomic_torch_save
 
 CHECKPOINT_DIR = "checkpoints"
 FINAL_NETWORK = "network-final.pt"
+SNAPSHOT_DIR = "snapshots"
 _PATTERN = re.compile(r"^training-state-(\d{12})\.pt$")
 
 
 def checkpoint_path(run_dir, cur_nimg: int) -> Path:
     # Zero-padded image counter: lexical order is training order (EDM2's naming).
     return Path(run_dir) / CHECKPOINT_DIR / f"training-state-{cur_nimg:012d}.pt"
+
+
+def snapshot_path(run_dir, cur_nimg: int) -> Path:
+    return Path(run_dir) / SNAPSHOT_DIR / f"network-{cur_nimg:012d}.pt"
+
+
+def save_snapshot(run_dir, cfg: dict, ema, cur_nimg: int) -> Path:
+    """EMA weights at `cur_nimg` for the FID-over-training curve; never deleted (unlike checkpoints)."""
+    return atomic_torch_save(snapshot_path(run_dir, cur_nimg), {
+        "model_config": cfg["model"], "ema": ema.state_dict(), "cur_nimg": cur_nimg, "name": cfg["name"]})
+
+
+def list_snapshots(run_dir) -> list[Path]:
+    folder = Path(run_dir) / SNAPSHOT_DIR
+    return sorted(folder.glob("network-*.pt")) if folder.is_dir() else []
 
 
 def list_checkpoints(run_dir) -> list[Path]:

@@ -22,7 +22,7 @@ from dimr.config import results_subset
 from dimr.errors import DimrError
 from dimr.io import atomic_torch_save, atomic_write_text, sha256_json
 from dimr.training import distributed
-from dimr.training.checkpoint import FINAL_NETWORK, latest_checkpoint, save_checkpoint
+from dimr.training.checkpoint import FINAL_NETWORK, latest_checkpoint, save_checkpoint, save_snapshot
 from dimr.training.data_stream import StreamBatchSampler
 from dimr.training.optim import build_optimizer, ema_decay, learning_rate, update_ema
 
@@ -111,6 +111,7 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     stop = StopFlag()
     ckpt_every = max(1, round(train["checkpoint_kimg"] * 1000 / train["batch_size"]))
     log_every = max(1, round(train["log_kimg"] * 1000 / train["batch_size"]))
+    snap_every = round(train.get("snapshot_kimg", 0) * 1000 / train["batch_size"])
     bar = make_progress(progress, rank, total_steps, step)
     window = {"loss": 0.0, "n": 0, "t0": time.perf_counter(), "nimg": 0, "stats": {}}
 
@@ -140,6 +141,8 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
         done = step >= stop_steps
         if rank == 0 and (step % log_every == 0 or done):
             write_log_line(run_dir / LOG_FILE, step, train, lr, window, progress_lines=bar is None)
+        if snap_every and step % snap_every == 0 and rank == 0:
+            save_snapshot(run_dir, cfg, ema, step * train["batch_size"])
         interrupted = stop.signum is not None
         if step % ckpt_every == 0 or done or interrupted:
             if rank == 0:

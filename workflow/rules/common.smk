@@ -34,6 +34,7 @@ wildcard_constraints:
     study=r"[a-z0-9][a-z0-9_-]*",
     scale=r"tiny|paper",
     variant=r"[a-z0-9][a-z0-9_.-]*",
+    kind=r"real-test|uniform-noise",
     seed=r"\d+",
 
 
@@ -118,6 +119,37 @@ def first_seed_runs(wildcards) -> list:
 
 def first_seed_configs(wildcards) -> list[str]:
     return [f"{r.dir}/config.json" for r in first_seed_runs(wildcards)]
+
+
+# Reference rows per scale: ImageNet has no test split of ours (its real data is ADM's reference batch).
+REFERENCE_KINDS = {"tiny": ["real-test", "uniform-noise"], "paper": ["uniform-noise"]}
+REFERENCE_LABELS = {"real-test": "Real test images", "uniform-noise": "Uniform noise"}
+
+
+def baseline_like(wildcards) -> str:
+    """The config of the study's first run: a reference row copies its data, sample and evaluate sections."""
+    return f"{study_runs(wildcards)[0].dir}/config.json"
+
+
+def baseline_prepared(wildcards) -> list[str]:
+    """Prepared files (feature net, statistics) the reference rows' evaluation needs."""
+    cfg = RUNS[study_runs(wildcards)[0]]
+    values = (cfg or {}).get("evaluate", {}).values()
+    return sorted({v for v in values if isinstance(v, str) and v in PREPARED_FILES})
+
+
+def reference_dirs(wildcards) -> list[str]:
+    return [f"runs/{wildcards.study}/{SCALE}/_reference/{kind}" for kind in REFERENCE_KINDS[SCALE]]
+
+
+def reference_meta(wildcards) -> list[dict]:
+    """Aggregate's `references`: kind, label and folder of each reference row."""
+    return [{"kind": Path(d).name, "label": REFERENCE_LABELS[Path(d).name], "run_dir": d}
+            for d in reference_dirs(wildcards)]
+
+
+def reference_metrics(wildcards) -> list[str]:
+    return [f"{d}/metrics.json" for d in reference_dirs(wildcards)]
 
 
 def run_meta(wildcards) -> list[dict]:

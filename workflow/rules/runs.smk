@@ -1,6 +1,8 @@
 # One run = one (study, scale, variant, seed): config.json -> network-final.pt -> samples.npz -> metrics.json.
 # Training checkpoints are not declared outputs: Snakemake deletes the outputs of a failed job, and a
-# pre-empted or failed run must keep them to resume (SPEC §6).
+# pre-empted or failed run must keep them to resume (submitit and Snakemake both delete on failure).
+# Beside the runs, each study has reference rows scored by the same protocol at the same N
+# (runs/{study}/{scale}/_reference/{kind}): real test images and uniform noise, the scale of its table.
 
 
 rule run_config:
@@ -76,6 +78,57 @@ rule evaluate:
     params:
         dir=run_dir,
         name="{study}-{variant}-s{seed}",
+    threads: 1
+    resources:
+        **launch_resources(gpus=1, runtime=60),
+    shell:
+        launch("evaluate", "evaluate {params.dir}")
+
+
+rule curve:
+    input:
+        network="runs/{study}/{scale}/{variant}/seed{seed}/network-final.pt",
+        prepared=prepared_inputs,
+    output:
+        "runs/{study}/{scale}/{variant}/seed{seed}/curve.json",
+    log:
+        "runs/{study}/{scale}/{variant}/seed{seed}/logs/curve.log",
+    params:
+        dir=run_dir,
+        name="{study}-{variant}-s{seed}",
+    threads: 1
+    resources:
+        **launch_resources(gpus=1, runtime=60),
+    shell:
+        launch("curve", "curve {params.dir}")
+
+
+rule baseline:
+    input:
+        like=baseline_like,
+    output:
+        "runs/{study}/{scale}/_reference/{kind}/samples.npz",
+    log:
+        "runs/{study}/{scale}/_reference/{kind}/logs/baseline.log",
+    params:
+        dir=run_dir,
+        like=lambda wildcards, input: str(Path(input.like).parent),
+    localrule: True
+    shell:
+        "{DIMR} baseline {params.dir} --kind {wildcards.kind} --like {params.like} > {log} 2>&1"
+
+
+rule evaluate_baseline:
+    input:
+        samples="runs/{study}/{scale}/_reference/{kind}/samples.npz",
+        prepared=baseline_prepared,
+    output:
+        "runs/{study}/{scale}/_reference/{kind}/metrics.json",
+    log:
+        "runs/{study}/{scale}/_reference/{kind}/logs/evaluate.log",
+    params:
+        dir=run_dir,
+        name="{study}-{kind}",
     threads: 1
     resources:
         **launch_resources(gpus=1, runtime=60),

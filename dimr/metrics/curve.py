@@ -1,0 +1,85 @@
+"""`dimr curve RUN_DIR`: FID and conditional accuracy of every training snapshot -> RUN_DIR/curve.json.
+
+Each snapshot (`train.snapshot_kimg`) and the final network sample the first `sample.snapshot_samples`
+seeds of the run's sample set with the run's sampler; the metrics use the run's evaluate section
+(extractor, reference statistics), so a point of the curve differs from metrics.json only in N.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dimr.config import git_commit, load_run_config
+from dimr.errors import MissingFileError
+from dimr.io import atomic_write_json
+
+CURVE_FILE = "curve.json"
+
+
+def snapshot_networks(run_dir) -> list[Path]:
+    """Snapshots in training order, then the final network (if not already a snapshot)."""
+    from dimr.training.checkpoint import FINAL_NETWORK, list_snapshots
+
+    final = Path(run_dir) / FINAL_NETWORK
+    if not final.is_file():
+        raise MissingFileError(f"{final} not found: train the run first (`dimr train {run_dir}`)")
+    return [*list_snapshots(run_dir), final]
+
+
+def curve_run(run_dir, device="cpu", batch: int = 250) -> dict:
+    """Score every snapshot; write curve.json atomically and return it."""
+    from dimr.metrics.evaluate import EvaluateConfig
+    from dimr.metrics.fidelity import Extractor, check_reference, conditional_accuracy, extract
+    from dimr.metrics.stats import fid_from_stats, load_stats
+    from dimr.models import build_model
+    from dimr.sampling.generate import class_label, generate_images
+    from dimr.training.checkpoint import load_state
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    ev = EvaluateConfig.from_dict(cfg["evaluate"])
+    extractor = Extractor(ev.extractor, ev.extractor_weights, ev.extractor_sha256, device)
+    ref = load_stats(ev.reference, ev.reference_sha256)
+    check_reference(ref, extractor)
+    paths = snapshot_networks(run_dir)  # checked before any sampling
+    n, start = cfg["sample"]["snapshot_samples"], cfg["sample"]["seed_start"]
+    seeds = torch.arange(start, start + n)
+    points, seen = [], set()
+    for path in paths:
+        state = load_state(path, what="network snapshot")
+        if state["cur_nimg"] in seen:  # the last snapshot is the final network
+            continue
+        seen.add(state["cur_nimg"])
+        net = build_model(state["model_config"])
+        net.load_state_dict(state["ema"])
+        net = net.to(device).eval().requires_grad_(False)
+        images = np.concatenate([generate_images(net, cfg, seeds[i:i + batch], device)
+                                 for i in range(0, n, batch)])
+        feats = extract(extractor, images, batch)
+        labels = class_label(seeds, net.num_classes).numpy()
+        points.append({"kimg": state["cur_nimg"] / 1000, "fid": fid_from_stats(*feats.stats.mu_sigma(),
+                                                                                 ref.mu, ref.sigma),
+                       "accuracy": conditional_accuracy(feats.logits, labels), "num_samples": n})
+        print(f"{run_dir}: kimg {points[-1]['kimg']:.1f}  FID {points[-1]['fid']:.2f}  "
+              f"accuracy {points[-1]['accuracy']:.3f}", flush=True)
+    protocol = {**extractor.protocol(), "num_samples": n, "seed_range": [start, start + n - 1],
+                "sampler": cfg["sample"]["sampler"], "reference": str(ev.reference),
+                "reference_sha256": ref.sha256, "git_commit": git_commit(),
+                "config_sha256": cfg.get("provenance", {}).get("config_sha256")}
+    out = {"points": points, "protocol": protocol}
+    atomic_write_json(run_dir / CURVE_FILE, out)
+    return out
+
+
+def add_arguments(p):
+    p.add_argument("run_dir", help="a finished run with snapshots (train.snapshot_kimg > 0)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def run(args) -> int:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = curve_run(args.run_dir, device)
+    print(json.dumps(out["points"]))
+    return 0
