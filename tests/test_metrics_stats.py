@@ -14,11 +14,22 @@ from dimr.metrics.fidelity import (
     Features,
     ImageArrayDataset,
     NpzImages,
+    conditional_accuracy,
     fidelity_kwargs,
+    inception_score,
+    isc_chunks,
     isc_splits,
     metrics_from_features,
 )
-from dimr.metrics.stats import FeatureStats, Stats, fid_from_stats, load_stats, save_stats
+from dimr.metrics.stats import (
+    FeatureStats,
+    Stats,
+    bootstrap_summary,
+    fid_bootstrap,
+    fid_from_stats,
+    load_stats,
+    save_stats,
+)
 
 
 def gaussian(n, d, shift, seed):
@@ -109,7 +120,78 @@ def test_inception_score_of_confident_uniform_logits_is_k():
 
 
 def test_is_splits_follow_adm_chunks_of_5000():
-    assert [isc_splits(n) for n in (100, 5000, 9999, 50000)] == [1, 1, 1, 10]
+    assert [isc_splits(n) for n in (100, 5000, 9999, 12000, 50000)] == [1, 1, 2, 3, 10]
+    assert isc_chunks(9999) == [(0, 5000), (5000, 9999)]  # a trailing partial chunk of 4,999
+
+
+def adm_inception_score(logits: np.ndarray, split_size: int = 5000) -> list[float]:
+    """ADM evaluator.py compute_inception_score, re-written in NumPy (softmax, then the chunk loop)."""
+    x = logits.astype(np.float64)
+    e = np.exp(x - x.max(1, keepdims=True))
+    preds = e / e.sum(1, keepdims=True)
+    scores = []
+    for i in range(0, len(preds), split_size):
+        part = preds[i : i + split_size]
+        kl = part * (np.log(part) - np.log(np.expand_dims(np.mean(part, 0), 0)))
+        scores.append(np.exp(np.mean(np.sum(kl, 1))))
+    return scores
+
+
+@pytest.mark.parametrize("n", [9999, 12000])
+def test_inception_score_equals_an_independent_numpy_adm_implementation(n):
+    logits = np.random.default_rng(n).standard_normal((n, 10)).astype(np.float32) * 3
+    ours = inception_score(torch.from_numpy(logits), 5000)
+    scores = adm_inception_score(logits)
+    assert ours["is_splits"] == len(scores) == (2 if n == 9999 else 3)
+    assert ours["is_mean"] == pytest.approx(np.mean(scores), rel=1e-5)
+    assert ours["is_std"] == pytest.approx(np.std(scores), rel=1e-5)
+    # torch-fidelity's N // splits rule would cut 9,999 into 4,999 + 5,000: another number
+    if n == 9999:
+        from torch_fidelity.metric_isc import isc_features_to_metric
+
+        other = isc_features_to_metric(torch.from_numpy(logits), 2, False)["inception_score_mean"]
+        assert other != pytest.approx(ours["is_mean"], rel=1e-9)
+
+
+def test_conditional_accuracy_counts_argmax_equal_to_label():
+    logits = torch.tensor([[5.0, 0, 0], [0, 2.0, 1.0], [0, 0, 3.0], [1.0, 0, 0]])
+    assert conditional_accuracy(logits, np.array([0, 1, 2, 2])) == 0.75
+    assert conditional_accuracy(logits.numpy(), [1, 0, 0, 1]) == 0.0
+    with pytest.raises(ConfigError, match="4 classified samples but 3 labels"):
+        conditional_accuracy(logits, [0, 1, 2])
+
+
+def test_fid_of_diagonal_gaussians_has_the_closed_form():
+    # Diagonal (commuting) covariances a, b: FID = |mu1 - mu2|² + Σ (√a - √b)².
+    g = np.random.default_rng(5)
+    a, b = g.uniform(0.1, 4, 32), g.uniform(0.1, 4, 32)
+    mu1, mu2 = g.standard_normal(32), g.standard_normal(32)
+    expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    assert fid_from_stats(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-10)
+    # float32 inputs are computed in float64 (torch-fidelity asserts equal dtypes)
+    f32 = fid_from_stats(mu1.astype(np.float32), np.diag(a), mu2, np.diag(b).astype(np.float32))
+    assert f32 == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fid_from_stats(mu1 * np.nan, np.diag(a), mu2, np.diag(b))
+
+
+def test_fid_equals_scipy_sqrtm_on_full_covariances():
+    x, y = gaussian(3000, 16, 0.0, 6), gaussian(3000, 16, 0.2, 7)
+    m1, s1, m2, s2 = x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)
+    ref = ((m1 - m2) ** 2).sum() + np.trace(s1 + s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
+    assert fid_from_stats(m1, s1, m2, s2) == pytest.approx(ref, rel=1e-8)
+
+
+def test_fid_bootstrap_is_seeded_and_spreads_around_the_full_set_fid():
+    x, y = gaussian(2000, 8, 0.0, 8), gaussian(5000, 8, 0.3, 9)
+    mu, sigma = y.mean(0).astype(np.float64), np.cov(y.astype(np.float64), rowvar=False)
+    full = fid_from_stats(x.mean(0), np.cov(x.astype(np.float64), rowvar=False), mu, sigma)
+    fids = fid_bootstrap(x, mu, sigma, 50, seed=0)
+    assert fids.shape == (50,) and np.array_equal(fids, fid_bootstrap(x, mu, sigma, 50, seed=0))
+    assert not np.array_equal(fids, fid_bootstrap(x, mu, sigma, 50, seed=1))
+    s = bootstrap_summary(fids)
+    assert s["fid_boot_lo"] < full < s["fid_boot_hi"] and 0 < s["fid_boot_std"] < full
+    assert s["fid_boot_std"] == pytest.approx(np.std(fids, ddof=1))
 
 
 def test_torch_fidelity_kwargs_are_validated():

@@ -4,8 +4,8 @@ Streamed path (`dimr evaluate`, `dimr reference`): one pass over uint8 images th
 own feature extractor, then
 - FID: float64 running sums of the features (EDM2) -> `stats.fid_from_stats` against the reference
   `mu`/`sigma` (ours, or ADM's whole-training-set statistics);
-- IS: `torch_fidelity.metric_isc.isc_features_to_metric(logits, splits=N // 5000, shuffle=False)`,
-  ADM's consecutive chunks of 5,000;
+- IS: ADM's consecutive chunks of 5,000 (the last one partial), each scored by
+  `torch_fidelity.metric_isc.isc_features_to_metric(chunk, splits=1, shuffle=False)`, then averaged;
 - precision/recall: `torch_fidelity.metric_prc.prc_features_to_metric(f_gen, f_ref, ...)`.
 torch-fidelity functions used: `utils.create_feature_extractor`,
 `FeatureExtractorBase.convert_features_tuple_to_dict`, the two metric functions above, and
@@ -47,9 +47,35 @@ def fidelity_kwargs(**kw) -> dict:
     return out
 
 
+def isc_chunks(n: int, split_size: int = IS_SPLIT_SIZE) -> list[tuple[int, int]]:
+    """(start, stop) of ADM's IS chunks: `for i in range(0, N, 5000)`, the trailing partial one included."""
+    # ADM evaluator, evaluator.py compute_inception_score: preds[i : i + split_size] for i in range(0, N, split_size)
+    return [(i, min(i + split_size, n)) for i in range(0, n, split_size)]
+
+
 def isc_splits(n: int, split_size: int = IS_SPLIT_SIZE) -> int:
-    """N / 5000 splits, at least one (ADM's evaluator)."""
-    return max(1, n // split_size)
+    """Number of ADM IS chunks of N samples: ceil(N / 5000)."""
+    return len(isc_chunks(n, split_size))
+
+
+def inception_score(logits: torch.Tensor, split_size: int = IS_SPLIT_SIZE) -> dict:
+    """IS as ADM's evaluator: exp(mean KL(p(y|x) || p(y))) per chunk (torch-fidelity's code), mean and std."""
+    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
+
+    chunks = isc_chunks(len(logits), split_size)
+    # one split per call: torch-fidelity's softmax/KL on exactly ADM's chunk, no shuffling
+    scores = [isc_features_to_metric(logits[a:b], 1, False)[KEY_METRIC_ISC_MEAN] for a, b in chunks]
+    return {"is_mean": float(np.mean(scores)), "is_std": float(np.std(scores)), "is_splits": len(chunks),
+            "is_split_size": split_size}
+
+
+def conditional_accuracy(logits, labels) -> float:
+    """Fraction of samples whose classifier argmax equals their conditioning label."""
+    pred = np.asarray(torch.as_tensor(logits).argmax(1).cpu())
+    labels = np.asarray(labels).reshape(-1)
+    if pred.shape != labels.shape:
+        raise ConfigError(f"accuracy: {len(pred)} classified samples but {len(labels)} labels")
+    return float((pred == labels).mean())
 
 
 # ----------------------------------------------------------------------------
@@ -197,20 +223,29 @@ def check_reference(ref: Stats, extractor: Extractor) -> None:
                           f"extractor 'inception-v3-compat', not {extractor.name!r}")
 
 
-def reference_pr_features(ref: Stats, extractor: Extractor, num: int, batch_size: int = 64) -> np.ndarray:
-    """Reference features for precision/recall: kept in our file, or extracted from ADM's `arr_0`."""
+def reference_pr_features(ref: Stats, extractor: Extractor, num: int | None = None,
+                          batch_size: int = 64) -> np.ndarray:
+    """The first `num` reference features (None: all) for precision/recall: kept in our file, or from ADM's arr_0.
+
+    Fewer than `num` available: all of them (the caller records how many were used).
+    """
     if ref.features is not None:
         return ref.features[:num]
-    if ref.kind == "adm":
-        return extract(extractor, NpzImages(ref.path), batch_size, limit=num, keep=num).stats.features()
+    if ref.kind == "adm":  # ADM's evaluator: the reference batch's arr_0 (10,000 images) through the net
+        images = NpzImages(ref.path)
+        num = len(images) if num is None else min(num, len(images))
+        return extract(extractor, images, batch_size, limit=num, keep=num).stats.features()
     raise ConfigError(f"reference {ref.path} has no features for precision/recall; regenerate it with "
                       "`dimr reference ... --num-pr 10000` or drop 'prc' from evaluate.metrics")
 
 
 def metrics_from_features(feats: Features, ref: Stats, metrics=METRICS, ref_pr: np.ndarray | None = None,
-                          prc_neighborhood: int = 3, split_size: int = IS_SPLIT_SIZE) -> dict:
-    """FID (ours, float64), IS and precision/recall (torch-fidelity's functions) of extracted features."""
-    from torch_fidelity.metric_isc import isc_features_to_metric
+                          prc_neighborhood: int = 3, split_size: int = IS_SPLIT_SIZE,
+                          num_pr: int | None = None) -> dict:
+    """FID (float64 statistics), IS and precision/recall (torch-fidelity's functions) of extracted features.
+
+    Precision/recall: the first `num_pr` kept generated features (None: all kept) against all of `ref_pr`.
+    """
     from torch_fidelity.metric_prc import prc_features_to_metric
 
     out = {}
@@ -218,11 +253,14 @@ def metrics_from_features(feats: Features, ref: Stats, metrics=METRICS, ref_pr: 
         mu, sigma = feats.stats.mu_sigma()
         out["fid"] = fid_from_stats(mu, sigma, ref.mu, ref.sigma)
     if "is" in metrics:
-        splits = isc_splits(len(feats.logits), split_size)
-        r = isc_features_to_metric(feats.logits, splits, False)  # no shuffling: consecutive chunks
-        out.update(is_mean=r["inception_score_mean"], is_std=r["inception_score_std"], is_splits=splits)
+        out.update(inception_score(feats.logits, split_size))
     if "prc" in metrics:
         gen = feats.stats.features()
+        gen = gen[:num_pr] if gen is not None else None
+        if gen is None or ref_pr is None or min(len(gen), len(ref_pr)) <= prc_neighborhood:
+            raise ConfigError(f"precision/recall needs more than prc_neighborhood={prc_neighborhood} features "
+                              f"per side, got {0 if gen is None else len(gen)} generated and "
+                              f"{0 if ref_pr is None else len(ref_pr)} reference")
         kw = fidelity_kwargs(prc_neighborhood=prc_neighborhood)
         real = torch.from_numpy(np.asarray(ref_pr, np.float32))
         r = prc_features_to_metric(torch.from_numpy(gen), real, **kw)  # input1 generated, input2 real
@@ -242,6 +280,7 @@ def calculate_metrics_checked(samples: np.ndarray, reference: np.ndarray, extrac
         fid="fid" in metrics, isc="is" in metrics, prc="prc" in metrics,
         feature_extractor=spec.fidelity_name, feature_layer_fid=spec.fid_layer,
         feature_layer_prc=spec.fid_layer, feature_layer_isc=spec.isc_layer,
+        # torch-fidelity's splits are N // splits-sized, ADM's chunks only when N < 5000 or N % 5000 == 0
         feature_extractor_weights_path=extractor.weights.path, isc_splits=isc_splits(len(samples)),
         cuda=extractor.device.type == "cuda")
     kwargs.update(kw)

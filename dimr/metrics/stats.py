@@ -57,26 +57,37 @@ class FeatureStats:
 # FID (Heusel et al. 2017, Eq. 6): |mu1 - mu2|² + tr(S1 + S2 - 2 (S1 S2)^½).
 
 
-def fid_from_stats(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """Fréchet distance of two Gaussians in float64 with scipy's sqrtm (the ADM / pytorch-fid recipe)."""
-    from scipy import linalg
+def fid_from_stats(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet distance of two float64 Gaussians by torch-fidelity's `fid_statistics_to_metric`."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 
     mu1, mu2 = (np.atleast_1d(np.asarray(m, np.float64)) for m in (mu1, mu2))
     sigma1, sigma2 = (np.atleast_2d(np.asarray(s, np.float64)) for s in (sigma1, sigma2))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
         raise ConfigError(f"FID statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} "
                           f"vs {sigma2.shape}; were both made with the same feature extractor?")
-    diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():  # nearly singular product: offset the diagonals (pytorch-fid)
-        offset = np.eye(len(sigma1)) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):  # rounding gives a tiny imaginary part; a large one is a real failure
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"FID: sqrtm has an imaginary component {np.abs(covmean.imag).max():.3g}; "
-                             "the covariances are degenerate (too few images for the feature dimension?)")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    if not all(np.isfinite(x).all() for x in (mu1, sigma1, mu2, sigma2)):
+        raise ValueError("FID: the statistics hold NaN or inf (diverged samples or a corrupted file?)")
+    # torch-fidelity 0.4.0 (TTUR fid.py): tr (S1 S2)^½ = Σ Re √eig(S1 S2), on our float64 mu/sigma
+    stat1, stat2 = {"mu": mu1, "sigma": sigma1}, {"mu": mu2, "sigma": sigma2}
+    return float(fid_statistics_to_metric(stat1, stat2, False)[KEY_METRIC_FID])
+
+
+def fid_bootstrap(features: np.ndarray, mu_ref, sigma_ref, num: int, seed: int = 0) -> np.ndarray:
+    """FIDs of `num` resamples (with replacement, same size) of the generated features against one reference."""
+    x = np.asarray(features, np.float64)
+    rng = np.random.default_rng(seed)
+    out = np.empty(num)
+    for b in range(num):
+        s = x[rng.integers(0, len(x), len(x))]
+        out[b] = fid_from_stats(s.mean(0), np.cov(s, rowvar=False), mu_ref, sigma_ref)
+    return out
+
+
+def bootstrap_summary(fids: np.ndarray) -> dict:
+    """Std and the 2.5 / 97.5 percentiles of bootstrap FIDs (a 95% percentile interval)."""
+    lo, hi = np.percentile(fids, [2.5, 97.5])
+    return {"fid_boot_std": float(np.std(fids, ddof=1)), "fid_boot_lo": float(lo), "fid_boot_hi": float(hi)}
 
 
 # ----------------------------------------------------------------------------
