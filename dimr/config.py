@@ -134,7 +134,7 @@ class SampleConfig:
 # Recipes: complete defaults for a scale; a spec lists only what differs.
 
 RECIPES = {
-    # The embedded default: Fashion-MNIST down-sampled to 16×16, 2 CPU cores, about two minutes per run.
+    # The embedded default: Fashion-MNIST down-sampled to 16×16, 2 CPU cores, 1.5-3 minutes of training per run.
     # Chosen by tools/recipe_search.py on run seeds 100+ and sample seeds 1,000,000+ (docs/TINY_RECIPE.md);
     # the studies use run seeds 0-9 and sample seeds 0..N.
     "tiny-fmnist": {
@@ -145,9 +145,9 @@ RECIPES = {
                       "loss": {"type": "single-scale", "weighting": {"type": "v-mse"}}},
         # Short runs: a high lr with betas (0.9, 0.99), no weight decay, and an EMA that warms up so
         # that the average does not hold the initial weights (the paper's 0.9999 needs 300K steps).
-        "train": {"batch_size": 64, "total_kimg": 60.0, "lr": 2e-3, "betas": [0.9, 0.99],
+        "train": {"batch_size": 64, "total_kimg": 100.0, "lr": 2e-3, "betas": [0.9, 0.99],
                   "weight_decay": 0.0, "warmup_kimg": 1.0, "ema_decay": 0.999, "ema_warmup": True,
-                  "precision": "fp32", "checkpoint_kimg": 10.0, "log_kimg": 5.0, "snapshot_kimg": 15.0},
+                  "precision": "fp32", "checkpoint_kimg": 10.0, "log_kimg": 5.0, "snapshot_kimg": 25.0},
         "sample": {"num_samples": 1000, "grid": 100, "snapshot_samples": 500,
                    "sampler": {"sampler": "dpmpp-2m", "steps": 16}},
         "evaluate": {"extractor": "fmnist-net"},

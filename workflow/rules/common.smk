@@ -6,7 +6,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from dimr.config import deep_merge
+from dimr.config import RECIPES, deep_merge
 from dimr.errors import ConfigError, MissingFileError
 
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
@@ -237,7 +237,11 @@ def launch(stage: str, command: str) -> str:
     )
 
 
+# The feature net and its statistics see the tiny recipe's images (Fashion-MNIST at its data.resolution).
+FMNIST_RESOLUTION = RECIPES["tiny-fmnist"]["data"]["resolution"]
+
+
 def fidnet_options() -> str:
     """Command-line options of `dimr fidnet` from config `fidnet` (they change the metrics)."""
-    opts = config["fidnet"]  # defaults filled in by the schema
+    opts = {**config["fidnet"], "resolution": FMNIST_RESOLUTION}  # defaults filled in by the schema
     return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in opts.items() if v is not None)

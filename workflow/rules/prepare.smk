@@ -35,4 +35,4 @@ rule reference:
         **launch_resources(gpus=0, runtime=60),
     shell:
         launch("reference-{wildcards.split}", "reference {output} --data fashion-mnist --split {wildcards.split}"
-        " --extractor-weights {input.weights}")
+        f" --extractor-weights {{input.weights}} --resolution {FMNIST_RESOLUTION}")
