@@ -15,52 +15,83 @@ import figures  # noqa: E402
 import studies  # noqa: E402
 import tables  # noqa: E402
 
-FIDS = {"uvit": [12.0, 14.0, 16.0], "dimr": [8.0, 9.0, 13.0]}  # per seed
+# FID per seed. "broken" ran seeds 0 and 1 only, and only its seed 1 beats noise/10 = 30 (N = 500).
+FIDS = {"uvit": [12.0, 14.0, 16.0], "dimr": [8.0, 9.0, 13.0], "broken": [35.0, 25.0]}
+ACCURACY = {"uvit": [0.6, 0.7, 0.8], "dimr": [0.8, 0.85, 0.9], "broken": [0.1, 0.2]}
 VARIANTS = [
     {"variant": "uvit", "label": "U-ViT (time token)", "order": 0, "paper_fid": 5.85, "paper_params": 130.9},
     {"variant": "dimr", "label": "+ multi-scale loss", "order": 1, "paper_fid": 3.65, "paper_params": None},
+    {"variant": "broken", "label": "+ broken idea", "order": 2, "paper_fid": None, "paper_params": None},
 ]
 STUDY = {"study": "toy", "scale": "tiny", "title": "Toy roadmap", "paper_source": "Table 1",
          "variants": VARIANTS}
-INFO = {"uvit": {"params": 1_500_000, "gmacs": 0.05}, "dimr": {"params": 2_250_000, "gmacs": 0.08}}
+INFO = {"uvit": {"params": 1_500_000, "gmacs": 0.05}, "dimr": {"params": 2_250_000, "gmacs": 0.08},
+        "broken": {"params": 2_250_000, "gmacs": 0.09}}
+REFERENCES = {"real-test": ("Real test images", 0.5, 0.93), "uniform-noise": ("Uniform noise", 300.0, 0.1)}
+N = 500
+METRICS_PER_RUN = 9  # fid, is_mean, is_std, precision, recall, accuracy, fid_boot_std/lo/hi (clean_fid null)
+
+
+def protocol(n: int = N) -> dict:
+    return {"extractor": "fmnist-net", "extractor_weights_sha256": "ab" * 32, "num_samples": n, "meaningful": True,
+            "seed_range": [0, n - 1], "sampler": "dpmpp-2m", "steps": 10,
+            "evaluate": {"metrics": ["fid", "is", "prc"], "num_pr": 500}}
+
+
+def write_metrics(d: Path, fid: float, accuracy: float, extra: dict, n: int = N):
+    metrics = {"fid": fid, "is_mean": 2.0, "is_std": 0.1, "precision": 0.5, "recall": 0.25, "clean_fid": None,
+               "accuracy": accuracy, "fid_boot_std": 0.5, "fid_boot_lo": fid - 1, "fid_boot_hi": fid + 1,
+               **extra}
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "metrics.json").write_text(json.dumps({"metrics": metrics, "protocol": protocol(n)}))
 
 
 def make_runs(root: Path) -> list[dict]:
-    """Run directories with metrics.json, config.json, training_log.jsonl and grid.png, as dimr writes."""
+    """Run directories with metrics.json, config.json, curve.json and grid.png, as dimr writes them."""
     rng = np.random.default_rng(0)
     runs = []
     for v in VARIANTS:
         for seed, fid in enumerate(FIDS[v["variant"]]):
             d = root / "runs" / "toy" / "tiny" / v["variant"] / f"seed{seed}"
-            d.mkdir(parents=True)
-            metrics = {"fid": fid, "is_mean": 2.0 + seed, "is_std": 0.1, "precision": 0.5, "recall": 0.25,
-                       "clean_fid": None}
-            protocol = {"extractor": "fmnist-net", "extractor_weights_sha256": "ab" * 32, "num_samples": 500,
-                        "seed_range": [0, 499], "sampler": "dpmpp-2m", "steps": 10,
-                        "evaluate": {"metrics": ["fid", "is", "prc"], "num_pr": 500}}
-            (d / "metrics.json").write_text(json.dumps({"metrics": metrics, "protocol": protocol}))
+            write_metrics(d, fid, ACCURACY[v["variant"]][seed], {"is_mean": 2.0 + seed})
             cfg = {"preset": f"tiny-{v['variant']}", "recipe": "tiny-fmnist", "seed": seed,
-                   "train": {"total_kimg": 4.0, "batch_size": 64}, "sample": {"num_samples": 500}}
+                   "train": {"total_kimg": 4.0, "batch_size": 64}, "sample": {"num_samples": N}}
             (d / "config.json").write_text(json.dumps(cfg))
-            lines = [{"step": k, "kimg": 0.5 * k, "loss": 1.0 / k + 0.01 * seed} for k in range(1, 9)]
-            (d / "training_log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+            points = [{"kimg": k, "fid": fid * (5 - k), "accuracy": 0.2 * k, "num_samples": 100} for k in (1, 2, 4)]
+            (d / "curve.json").write_text(json.dumps({"points": points, "protocol": protocol(100)}))
             Image.fromarray(rng.integers(0, 255, (68, 68), dtype=np.uint8)).save(d / "grid.png")
             runs.append({"variant": v["variant"], "seed": seed, "run_dir": str(d)})
     return runs
 
 
+def make_references(root: Path, n: int = N) -> list[dict]:
+    """Reference rows as `dimr baseline` + `dimr evaluate` write them, at the runs' N."""
+    refs = []
+    for kind, (label, fid, accuracy) in REFERENCES.items():
+        d = root / "runs" / "toy" / "tiny" / "_reference" / kind
+        write_metrics(d, fid, accuracy, {}, n)
+        refs.append({"kind": kind, "label": label, "run_dir": str(d)})
+    return refs
+
+
 @pytest.fixture
-def long_table(tmp_path, monkeypatch):
+def runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # run_dir paths are relative to the working directory, as in the workflow
-    runs = make_runs(Path("."))
-    return aggregate.aggregate(runs, STUDY, INFO)
+    return make_runs(Path("."))
+
+
+@pytest.fixture
+def long_table(runs):
+    return aggregate.aggregate(runs, STUDY, INFO, make_references(Path(".")))
 
 
 def test_long_table_has_one_row_per_run_and_metric_with_protocol(long_table):
     df = long_table
-    assert len(df) == 6 * 5  # 6 runs × (fid, is_mean, is_std, precision, recall); clean_fid null is skipped
-    assert set(df["metric"]) == {"fid", "is_mean", "is_std", "precision", "recall"}
-    fid = df[df["metric"] == "fid"]
+    runs = df[df["reference"] == ""]
+    assert len(runs) == 8 * METRICS_PER_RUN and len(df) == 10 * METRICS_PER_RUN
+    assert set(df["metric"]) == {"fid", "is_mean", "is_std", "precision", "recall", "accuracy", "fid_boot_std",
+                                 "fid_boot_lo", "fid_boot_hi"}
+    fid = runs[runs["metric"] == "fid"]
     assert fid.set_index(["variant", "seed"])["value"].to_dict() == {
         (v, s): f for v, fs in FIDS.items() for s, f in enumerate(fs)}
     for col in ("protocol.extractor", "protocol.extractor_weights_sha256", "protocol.num_samples",
@@ -68,54 +99,162 @@ def test_long_table_has_one_row_per_run_and_metric_with_protocol(long_table):
         assert df[col].notna().all(), col
     assert (df["protocol.seed_range"] == "[0, 499]").all()
     assert (df.loc[df["variant"] == "dimr", "params"] == 2_250_000).all()
-    assert df["label"].tolist()[0] == "U-ViT (time token)"  # study order, not alphabetical
+    assert df["label"].tolist()[0] == "Real test images"  # real data first, then study order, noise last
+    assert df["label"].tolist()[METRICS_PER_RUN] == "U-ViT (time token)"
+    assert df["label"].tolist()[-1] == "Uniform noise"
+
+
+def test_reference_rows_have_kind_order_and_no_seed(long_table):
+    ref = long_table[long_table["reference"] != ""].drop_duplicates("reference").set_index("reference")
+    assert ref["order"].to_dict() == {"real-test": -1, "uniform-noise": 999}
+    assert ref["seed"].isna().all() and ref["params"].isna().all()
+    assert ref.loc["uniform-noise", "num_samples"] == N and ref.loc["real-test", "label"] == "Real test images"
+    noise = long_table[(long_table["reference"] == "uniform-noise") & (long_table["metric"] == "fid")]
+    assert noise["value"].tolist() == [300.0]
+
+
+def test_unknown_reference_kind_is_refused(runs):
+    with pytest.raises(SystemExit, match="reference kind"):
+        aggregate.aggregate(runs, STUDY, INFO, [{"kind": "imagenet", "label": "x", "run_dir": "nowhere"}])
+
+
+def test_curve_table_has_one_row_per_run_and_snapshot(runs):
+    paths = [f"{r['run_dir']}/curve.json" for r in runs]
+    c = aggregate.curves(runs, paths, STUDY)
+    assert len(c) == 8 * 3 and list(c.columns[:11]) == aggregate.CURVE_COLUMNS
+    first = c[(c["variant"] == "uvit") & (c["seed"] == 0)]
+    assert first["kimg"].tolist() == [1, 2, 4] and first["fid"].tolist() == [48.0, 36.0, 12.0]
+    assert (c["num_samples"] == 100).all() and (c["protocol.num_samples"] == 100).all()
+    with pytest.raises(SystemExit, match="one per run"):
+        aggregate.curves(runs, paths[:-1], STUDY)
 
 
 def test_long_table_round_trips_through_csv(long_table, tmp_path):
     long_table.to_csv(tmp_path / "t.csv", index=False)
     back = pd.read_csv(tmp_path / "t.csv")
     assert back.shape == long_table.shape
-    assert tables.summarize(back).equals(tables.summarize(long_table))
+    assert tables.table(back).equals(tables.table(long_table))
+    pd.testing.assert_frame_equal(tables.summarize(back), tables.summarize(long_table), check_dtype=False)
 
 
-def test_summary_mean_and_std_over_seeds(long_table):
+def test_summary_mean_std_and_t_interval_over_seeds(long_table):
     s = tables.summarize(long_table).set_index(["variant", "metric"])
     for variant, fids in FIDS.items():
         assert s.at[(variant, "fid"), "mean"] == pytest.approx(np.mean(fids))
         assert s.at[(variant, "fid"), "std"] == pytest.approx(np.std(fids, ddof=1))
-        assert s.at[(variant, "fid"), "n"] == 3
+        assert s.at[(variant, "fid"), "n"] == len(fids)
+    # uvit: mean 14, sd 2, t_{0.975, 2} = 4.30265, half-width 4.30265 · 2 / √3 = 4.96828
+    assert s.at[("uvit", "fid"), "lo"] == pytest.approx(9.03172, abs=1e-5)
+    assert s.at[("uvit", "fid"), "hi"] == pytest.approx(18.96828, abs=1e-5)
+    assert "real-test" not in s.index.get_level_values("variant")  # references are not variants
 
 
-def test_rendered_tables_show_mean_std_params_and_paper_figures(long_table):
-    t = tables.table(tables.summarize(long_table))
-    assert t["Variant"].tolist() == ["U-ViT (time token)", "+ multi-scale loss"]
-    assert t.loc[0, "FID ↓"] == "14.00 ± 2.00"
-    assert t.loc[1, "FID ↓"] == f"10.00 ± {np.std(FIDS['dimr'], ddof=1):.2f}"
-    assert t.loc[0, "Params (M)"] == "1.50" and t.loc[1, "GMACs"] == "0.08"
-    assert t.loc[0, "Paper FID"] == "5.85" and t.loc[1, "Paper params (M)"] == "–"
+@pytest.fixture
+def rendered(long_table):
+    return tables.table(long_table).set_index("Variant")
+
+
+def test_table_rows_are_real_data_variants_in_order_then_noise(rendered):
+    assert rendered.index.tolist() == ["Real test images", "U-ViT (time token)", "+ multi-scale loss",
+                                       "+ broken idea", "Uniform noise"]
+    assert rendered.at["Real test images", "FID ↓"] == "0.50"
+    assert rendered.at["Uniform noise", "FID ↓"] == "300.00" and rendered.at["Uniform noise", "Accuracy ↑"] == "0.100"
+    assert rendered.at["Uniform noise", "Params (M)"] == "–" and rendered.at["Real test images", "Seeds"] == "–"
+
+
+def test_table_cells_show_mean_and_t_interval(rendered):
+    r = rendered.loc["U-ViT (time token)"]
+    assert r["FID ↓"] == "14.00 [9.03, 18.97]"
+    assert r["Accuracy ↑"] == "0.700 [0.452, 0.948]"  # mean 0.7, sd 0.1, half 4.30265 · 0.1 / √3 = 0.24841
+    assert r["Params (M)"] == "1.50" and r["Seeds"] == "3" and r["Paper FID"] == "5.85"
+    assert rendered.at["+ multi-scale loss", "GMACs"] == "0.08"
+    assert rendered.at["+ multi-scale loss", "Paper params (M)"] == "–"
+
+
+def test_paired_delta_columns_with_significance_marker(rendered):
+    assert rendered.at["U-ViT (time token)", "ΔFID vs prev"] == "–"
+    # Δ = [8−12, 9−14, 13−16] = [−4, −5, −3]: mean −4, sd 1, half 4.30265 / √3 = 2.48414 (excludes 0)
+    assert rendered.at["+ multi-scale loss", "ΔFID vs prev"] == "-4.00 [-6.48, -1.52]*"
+    assert rendered.at["+ multi-scale loss", "ΔFID vs first"] == "-4.00 [-6.48, -1.52]*"
+    # broken has seeds 0, 1: Δ vs dimr = [27, 16], mean 21.5, sd 7.77817, t_{0.975, 1} = 12.7062, half 69.884
+    assert rendered.at["+ broken idea", "ΔFID vs prev"] == "+21.50 [-48.38, +91.38]"
+    assert rendered.at["+ broken idea", "ΔFID vs first"] == "+17.00 [-59.24, +93.24]"  # Δ = [23, 11]
+
+
+def test_sample_noise_floor_beside_seed_sd(rendered):
+    assert rendered.at["U-ViT (time token)", "FID seed sd"] == "2.00"
+    assert rendered.at["U-ViT (time token)", "FID sample-noise floor"] == "0.50"
+    assert rendered.at["Uniform noise", "FID sample-noise floor"] == "0.50"
+
+
+def test_learned_column_against_noise_at_the_same_n(rendered, long_table):
+    assert rendered.at["U-ViT (time token)", "Learned"] == "yes"
+    assert rendered.at["+ broken idea", "Learned"] == "1/2 seeds"  # 35 > 300/10, 25 ≤ 300/10
+    bad = long_table[(long_table["variant"] != "broken") | (long_table["seed"] != 1)]
+    assert tables.table(bad).set_index("Variant").at["+ broken idea", "Learned"] == "no"
+    # noise scored at another N cannot judge the runs
+    other_n = long_table.copy()
+    other_n.loc[other_n["reference"] == "uniform-noise", "protocol.num_samples"] = 1000
+    assert (tables.table(other_n).set_index("Variant").loc["U-ViT (time token)", "Learned"]) == "–"
+
+
+def test_footnotes_and_renderings(long_table):
+    t = tables.table(long_table)
     notes = tables.notes(long_table, "Table 1")
+    text = "\n".join(notes)
+    assert "fmnist-net" in text and "N = 500" in text and "sampler dpmpp-2m, 10 steps" in text
+    assert "Student t with n − 1" in text and "* marks an interval that excludes 0" in text
+    assert "10× below" in text and "threshold 30.00" in text and "Paper figures: Table 1" in text
     md = tables.to_markdown(t, "Toy", notes)
-    assert "| U-ViT (time token) | 1.50" in md and "14.00 ± 2.00" in md and "fmnist-net" in md
+    assert "| U-ViT (time token) | 1.50" in md and "14.00 [9.03, 18.97]" in md
     tex = tables.to_latex(t, "Toy", notes)
-    assert r"14.00 $\pm$ 2.00" in tex and r"\toprule" in tex and "±" not in tex.replace("$\\pm$", "")
-    assert "<td>14.00 ± 2.00</td>" in tables.to_html(t, "Toy", notes)
+    assert r"$\Delta$FID vs prev" in tex and r"\toprule" in tex and "-4.00 [-6.48, -1.52]*" in tex
+    assert not any(c in tex for c in "±Δ↓↑–−×")
+    assert "<td>14.00 [9.03, 18.97]</td>" in tables.to_html(t, "Toy", notes)
 
 
-def test_one_seed_shows_mean_without_spread(long_table):
-    one = long_table[long_table["seed"] == 0]
-    t = tables.table(tables.summarize(one))
-    assert t.loc[0, "FID ↓"] == "12.00" and t.loc[0, "Seeds"] == "1"
+def test_one_seed_shows_mean_without_interval(long_table):
+    one = long_table[(long_table["seed"] == 0) | (long_table["reference"] != "")]
+    t = tables.table(one).set_index("Variant")
+    r = t.loc["U-ViT (time token)"]
+    assert r["FID ↓"] == "12.00" and r["Seeds"] == "1" and r["FID seed sd"] == "–"
+    assert t.at["+ multi-scale loss", "ΔFID vs prev"] == "-4.00"  # one pair: no interval, no marker
 
 
-def test_figures_are_written_as_png(long_table, tmp_path):
-    out = {name: tmp_path / f"{name}.png" for name in ("fid_bars", "fid_vs_gmacs", "training", "samples")}
-    figures.make_figures(long_table, "Toy roadmap (tiny)", out)
+def test_table_without_reference_rows_still_renders(runs):
+    df = aggregate.aggregate(runs, STUDY, INFO)
+    t = tables.table(df).set_index("Variant")
+    assert "Uniform noise" not in t.index and t.at["U-ViT (time token)", "Learned"] == "–"
+    assert "none was scored" in "\n".join(tables.notes(df, ""))
+
+
+def test_figures_are_written_as_png(long_table, runs, tmp_path):
+    curves = aggregate.curves(runs, [f"{r['run_dir']}/curve.json" for r in runs], STUDY)
+    out = {name: tmp_path / f"{name}.png" for name in figures.FIGURES}
+    grids = [f"{r['run_dir']}/grid.png" for r in runs]
+    figures.make_figures(long_table, "Toy roadmap (tiny)", out, grids, curves)
     for name, path in out.items():
         with Image.open(path) as im:
             assert im.format == "PNG" and im.width > 300 and im.height > 200, name
-    assert figures.first_seed_grids(long_table) == {
+    assert figures.first_seed_grids(long_table, grids) == {
         "U-ViT (time token)": "runs/toy/tiny/uvit/seed0/grid.png",
-        "+ multi-scale loss": "runs/toy/tiny/dimr/seed0/grid.png"}
+        "+ multi-scale loss": "runs/toy/tiny/dimr/seed0/grid.png",
+        "+ broken idea": "runs/toy/tiny/broken/seed0/grid.png"}
+    # only declared grids are shown: a variant whose grid is not an input is left out
+    assert list(figures.first_seed_grids(long_table, grids[3:])) == ["+ multi-scale loss", "+ broken idea"]
+
+
+def test_figures_without_curves_or_references(runs, tmp_path):
+    df = aggregate.aggregate(runs, STUDY, {})  # no GMACs either
+    out = {name: tmp_path / f"{name}.png" for name in figures.FIGURES}
+    figures.make_figures(df, "Toy", out, [], None)
+    assert all(p.stat().st_size > 0 for p in out.values())
+
+
+def test_figure_names_match_the_workflow_and_have_captions():
+    root = Path(__file__).resolve().parents[1] / "workflow"
+    for name in figures.FIGURES:
+        assert (root / "report" / f"{name}.rst").is_file(), name
 
 
 def test_run_spec_merges_site_base_variant_and_scale():

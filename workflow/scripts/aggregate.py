@@ -1,7 +1,11 @@
 """Collect a study's runs into one long-format table: one row per run × metric, every protocol key carried.
 
 Reads, per run directory, `metrics.json` (dimr evaluate) and `config.json` (the run config), and the
-study's `model_info.json` (parameters and GMACs per variant). pandas only; never torch.
+study's `model_info.json` (parameters and GMACs per variant). Reference rows (real test images, uniform
+noise; `dimr baseline` scored by `dimr evaluate` with the runs' protocol) join the same table with their
+`reference` column set to their kind: empty seed, no params, order -1 (real, above every variant) or
+999 (noise, below). Training curves (each run's `curve.json`) go to a second long table, one row per
+run × snapshot. pandas only; never torch.
 """
 
 import json
@@ -10,9 +14,14 @@ from pathlib import Path
 import pandas as pd
 
 # Columns in front; the protocol columns (protocol.<key>) follow in sorted order.
-COLUMNS = ["study", "scale", "variant", "label", "order", "seed", "metric", "value", "params", "gmacs",
-           "paper_fid", "paper_params", "preset", "recipe", "train_kimg", "batch_size", "num_samples",
+COLUMNS = ["study", "scale", "variant", "label", "order", "seed", "reference", "metric", "value", "params",
+           "gmacs", "paper_fid", "paper_params", "preset", "recipe", "train_kimg", "batch_size", "num_samples",
            "run_dir"]
+# The curve table: one row per run × training snapshot, the curve's protocol columns after these.
+CURVE_COLUMNS = ["study", "scale", "variant", "label", "order", "seed", "kimg", "fid", "accuracy",
+                 "num_samples", "run_dir"]
+# Row order of the reference rows: real data above the roadmap's variants, noise below them.
+REFERENCE_ORDER = {"real-test": -1, "uniform-noise": 999}
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -50,7 +59,12 @@ def run_rows(run: dict, variant: dict, study: dict, info: dict) -> list[dict]:
         "batch_size": cfg["train"]["batch_size"], "num_samples": cfg["sample"]["num_samples"],
         "run_dir": str(run_dir),
     }
-    protocol = {f"protocol.{k}": v for k, v in flatten(result.get("protocol", {})).items()}
+    return metric_rows(result, {**common, "reference": ""})
+
+
+def metric_rows(result: dict, common: dict) -> list[dict]:
+    """One row per numeric metric of a metrics.json, each with `common` and the protocol columns."""
+    protocol = protocol_columns(result)
     rows = []
     for metric, value in flatten(result["metrics"]).items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -59,25 +73,78 @@ def run_rows(run: dict, variant: dict, study: dict, info: dict) -> list[dict]:
     return rows
 
 
-def aggregate(runs: list[dict], study: dict, model_info: dict) -> pd.DataFrame:
-    """The long table of `runs` ([{variant, seed, run_dir}]) of `study` (title, scale, variants);
-    `model_info` maps each variant to its {params, gmacs}."""
+def protocol_columns(result: dict) -> dict:
+    return {f"protocol.{k}": v for k, v in flatten(result.get("protocol", {})).items()}
+
+
+def reference_rows(ref: dict, study: dict) -> list[dict]:
+    """Rows of one reference ({kind, label, run_dir}): its metrics, no seed, network or training."""
+    kind = ref["kind"]
+    if kind not in REFERENCE_ORDER:
+        raise SystemExit(f"aggregate: reference kind {kind!r}; valid: {sorted(REFERENCE_ORDER)}")
+    run_dir = Path(ref["run_dir"])
+    result = read_json(run_dir / "metrics.json")
+    common = {"study": study["study"], "scale": study["scale"], "variant": kind, "label": ref["label"],
+              "order": REFERENCE_ORDER[kind], "seed": None, "reference": kind,
+              "num_samples": result.get("protocol", {}).get("num_samples"), "run_dir": str(run_dir)}
+    return metric_rows(result, common)
+
+
+def aggregate(runs: list[dict], study: dict, model_info: dict, references: list[dict] = ()) -> pd.DataFrame:
+    """The long table of `runs` ([{variant, seed, run_dir}]) of `study` (title, scale, variants) and of
+    its `references` ([{kind, label, run_dir}]); `model_info` maps each variant to its {params, gmacs}."""
     variants = {v["variant"]: v for v in study["variants"]}
     rows = [row for run in runs
             for row in run_rows(run, variants[run["variant"]], study, model_info.get(run["variant"], {}))]
     if not rows:
         raise SystemExit(f"aggregate: no metrics found for study {study['study']}")
-    df = pd.DataFrame(rows)
+    rows += [row for ref in references for row in reference_rows(ref, study)]
+    return ordered(pd.DataFrame(rows), COLUMNS, ["order", "seed", "metric"])
+
+
+def ordered(df: pd.DataFrame, columns: list[str], keys: list[str]) -> pd.DataFrame:
+    """`columns`, then the protocol columns sorted; rows sorted by `keys` (stable: ties keep input order)."""
+    for c in columns:
+        if c not in df.columns:
+            df[c] = None  # e.g. no reference row had a params column
+    df["seed"] = df["seed"].astype("Int64")  # seeds stay integers next to the references' empty seed
     protocol = sorted(c for c in df.columns if c.startswith("protocol."))
-    df = df[COLUMNS + protocol].sort_values(["order", "seed", "metric"], kind="stable")
-    return df.reset_index(drop=True)
+    return df[columns + protocol].sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def curve_rows(run: dict, variant: dict, study: dict, path) -> list[dict]:
+    """Rows of one run's curve.json: one per training snapshot (kimg, FID, accuracy at its N)."""
+    curve = read_json(Path(path))
+    common = {"study": study["study"], "scale": study["scale"], "variant": run["variant"],
+              "label": variant["label"], "order": variant["order"], "seed": run["seed"],
+              "run_dir": run["run_dir"], **protocol_columns(curve)}
+    return [{**common, **{k: p.get(k) for k in ("kimg", "fid", "accuracy", "num_samples")}}
+            for p in curve["points"]]
+
+
+def curves(runs: list[dict], paths: list[str], study: dict) -> pd.DataFrame:
+    """The curve table of `runs`, whose curve.json files are `paths` (one per run, same order)."""
+    if len(paths) != len(runs):
+        raise SystemExit(f"aggregate: {len(paths)} curve files for {len(runs)} runs; input `curves` must "
+                         "list one per run, in the order of params `runs`")
+    variants = {v["variant"]: v for v in study["variants"]}
+    rows = [row for run, path in zip(runs, paths)
+            for row in curve_rows(run, variants[run["variant"]], study, path)]
+    return ordered(pd.DataFrame(rows), CURVE_COLUMNS, ["order", "seed", "kimg"])
 
 
 def main(snakemake):
-    df = aggregate(snakemake.params.runs, snakemake.params.study, read_json(Path(snakemake.input.info)))
+    params = snakemake.params
+    references = getattr(params, "references", None) or []
+    df = aggregate(params.runs, params.study, read_json(Path(snakemake.input.info)), references)
     df.to_csv(snakemake.output[0], index=False)
+    lines = [f"{len(df)} rows from {df['run_dir'].nunique()} runs and references -> {snakemake.output[0]}"]
+    if hasattr(snakemake.output, "curves"):  # optional second output: the training curves
+        c = curves(params.runs, list(snakemake.input.curves), params.study)
+        c.to_csv(snakemake.output.curves, index=False)
+        lines.append(f"{len(c)} curve points -> {snakemake.output.curves}")
     with open(snakemake.log[0], "w") as f:
-        print(f"{len(df)} rows from {df['run_dir'].nunique()} runs -> {snakemake.output[0]}", file=f)
+        print("\n".join(lines), file=f)
 
 
 if "snakemake" in globals():

@@ -1,8 +1,8 @@
-"""Seaborn figures of a study from its long table: FID bars with seed spread, FID against GMACs, training
-progress (loss and FID against training images) and the sample grids. pandas/seaborn only; never torch.
+"""Seaborn figures of a study from its long tables: FID and accuracy bars with 95% t intervals over seeds
+between the real-data and noise rows, FID against GMACs, FID and accuracy over training (from the curve
+table) and the sample grids. Reads only its declared inputs. pandas/seaborn only; never torch.
 """
 
-import json
 import math
 from pathlib import Path
 
@@ -11,18 +11,34 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on cluster or CI machines
 import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from stats_intervals import t_interval  # noqa: E402
+from tables import (  # noqa: E402  (the not-learned rule and the reference rows are the table's)
+    LEARNED_FACTOR,
+    LEVEL,
+    NOISE,
+    REAL,
+    learned_cell,
+    learned_runs,
+    reference_value,
+    runs_of,
+)
 
 DPI = 150
+FIGURES = ("fid_bars", "fid_vs_gmacs", "fid_curve", "samples")  # keep in step with workflow/rules/common.smk
+CHANCE = 0.1  # accuracy of guessing among Fashion-MNIST's 10 classes
+REF_STYLE = {REAL: dict(color="#31a354", ls="--"), NOISE: dict(color="#de2d26", ls="--")}
 
 
-def fid_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """FID rows in study order (the figures' y axis follows the table's row order)."""
-    fid = df[df["metric"] == "fid"].sort_values(["order", "seed"])
-    if fid.empty:
+def metric_rows(df: pd.DataFrame, metric: str = "fid") -> pd.DataFrame:
+    """The runs' rows of a metric in study order (the figures' rows follow the table's)."""
+    rows = runs_of(df)
+    rows = rows[rows["metric"] == metric].sort_values(["order", "seed"])
+    if rows.empty and metric == "fid":
         raise SystemExit("figures: the table has no 'fid' rows; did evaluation write metrics.fid?")
-    return fid
+    return rows
 
 
 def fid_label(df: pd.DataFrame) -> str:
@@ -30,89 +46,166 @@ def fid_label(df: pd.DataFrame) -> str:
     return f"FID ({extractor[0]} features)" if len(extractor) == 1 else "FID"
 
 
-def labels_in_order(df: pd.DataFrame) -> list[str]:
-    return df.drop_duplicates("variant").sort_values("order")["label"].tolist()
+def intervals(rows: pd.DataFrame, value: str = "value", keys=("order", "variant", "label")) -> pd.DataFrame:
+    """Per group of `keys`: mean, t-interval bounds (NaN for one seed) and n of `value`."""
+    out = []
+    for key, g in rows.groupby(list(keys), sort=True):
+        mean, lo, hi, n = t_interval(g[value], LEVEL)
+        out.append({**dict(zip(keys, key)), "mean": mean, "lo": lo, "hi": hi, "n": n})
+    return pd.DataFrame(out, columns=[*keys, "mean", "lo", "hi", "n"])
+
+
+def error_bars(m: pd.DataFrame) -> np.ndarray:
+    """(2, n) distances from the mean to the interval's bounds; 0 where there is no interval."""
+    return np.nan_to_num(np.vstack([m["mean"] - m["lo"], m["hi"] - m["mean"]]), nan=0.0)
+
+
+def learned_by_variant(df: pd.DataFrame) -> dict[str, str]:
+    """{variant: 'yes' | 'no' | 'k/n seeds' | '–'} by the tables' not-learned rule."""
+    verdicts = learned_runs(df)
+    runs = runs_of(df)
+    return {v: learned_cell(verdicts.get(d) for d in g["run_dir"].unique()) for v, g in runs.groupby("variant")}
+
+
+def reference_lines(ax, df: pd.DataFrame, metric: str, vertical: bool, fmt: str):
+    """A line per reference row (real data, noise) at its value of `metric`, labelled with it."""
+    for kind in (REAL, NOISE):
+        value, n = reference_value(df, kind, metric)
+        if math.isnan(value):
+            continue
+        label = df.loc[df.get("reference") == kind, "label"].iloc[0]
+        line = ax.axvline if vertical else ax.axhline
+        line(value, **REF_STYLE[kind], lw=1.5, label=f"{label} ({value:{fmt}}, N = {n:.0f})")
+
+
+def bar_panel(ax, df: pd.DataFrame, metric: str, learned: dict, log: bool):
+    """Horizontal bars of the per-variant mean with t-interval whiskers, seeds as dots; hatched where not
+    every seed learned (annotated with the verdict)."""
+    rows = metric_rows(df, metric)
+    m = intervals(rows)
+    y = np.arange(len(m))
+    pos = dict(zip(m["variant"], y))
+    for i, r in enumerate(m.itertuples()):
+        verdict = learned.get(r.variant, "–")
+        hatch = "//" if verdict not in ("yes", "–") else None
+        ax.barh(i, r.mean, color="#9ecae1", edgecolor="#3182bd", hatch=hatch, height=0.6)
+        if hatch:
+            ax.annotate("not learned" if verdict == "no" else f"learned: {verdict}", (r.mean, i),
+                        xytext=(4, 0), textcoords="offset points", va="center", fontsize="small", color="#a50f15")
+    ax.errorbar(m["mean"], y, xerr=error_bars(m), fmt="none", ecolor="black", capsize=4, lw=1.2,
+                label=f"{LEVEL:.0%} t interval")
+    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(rows))  # fixed: figures are reproducible
+    ax.scatter(rows["value"], rows["variant"].map(pos) + jitter, s=14, color="#08306b", zorder=4, label="seeds")
+    ax.set_yticks(y, m["label"])
+    ax.invert_yaxis()  # first roadmap row on top, as in the table
+    if log:
+        ax.set_xscale("log")
 
 
 def fid_bars(df: pd.DataFrame, title: str, path):
-    """Mean FID per variant with ± std over seeds, each seed a dot; the paper's FID at paper scale."""
-    fid = fid_rows(df)
-    order = labels_in_order(fid)
-    fig, ax = plt.subplots(figsize=(7, 0.55 * len(order) + 1.5), layout="constrained")
-    sns.barplot(data=fid, y="label", x="value", order=order, errorbar="sd", color="#9ecae1", capsize=0.2,
-                ax=ax)
-    sns.stripplot(data=fid, y="label", x="value", order=order, color="#08306b", size=4, ax=ax, label="seeds")
-    if (fid["scale"] == "paper").all() and fid["paper_fid"].notna().any():
-        paper = fid.drop_duplicates("variant")
-        ax.scatter(paper["paper_fid"], [order.index(lbl) for lbl in paper["label"]], marker="D",
-                   color="#e6550d", zorder=5, label="paper")
-    handles, names = ax.get_legend_handles_labels()
-    keep = dict(zip(names, handles))  # one legend entry per name (stripplot adds one per category)
-    ax.legend(keep.values(), keep.keys(), loc="best", framealpha=0.9)
-    ax.set(xlabel=f"{fid_label(df)}, lower is better", ylabel="", title=title)
-    save(fig, path)
-
-
-def variant_means(fid: pd.DataFrame, x: str) -> pd.DataFrame:
-    g = fid.groupby(["order", "label"], sort=True)
-    stats = {x: g[x].first(), "mean": g["value"].mean(), "std": g["value"].std().fillna(0.0)}
-    return pd.DataFrame(stats).reset_index()
-
-
-def fid_vs_gmacs(df: pd.DataFrame, title: str, path):
-    """Mean FID (± std over seeds) against the GMACs of one forward pass, one point per variant."""
-    fid = fid_rows(df)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
-    if fid["gmacs"].notna().any():
-        m = variant_means(fid, "gmacs")
-        colors = sns.color_palette("colorblind", len(m))
-        for (_, r), c in zip(m.iterrows(), colors):
-            ax.errorbar(r["gmacs"], r["mean"], yerr=r["std"], fmt="o", color=c, capsize=3, label=r["label"])
-        ax.legend(fontsize="small", loc="best")
-    else:
-        ax.text(0.5, 0.5, "no GMACs recorded (model_info.json)", ha="center", transform=ax.transAxes)
-    ax.set(xlabel="GMACs per forward pass (batch 1)", ylabel=fid_label(df), title=title)
-    save(fig, path)
-
-
-def training_log(run_dir) -> pd.DataFrame:
-    """The run's training_log.jsonl as a table (empty if the run left none)."""
-    path = Path(run_dir) / "training_log.jsonl"
-    if not path.exists():
-        return pd.DataFrame()
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return pd.DataFrame(lines)
-
-
-def training(df: pd.DataFrame, title: str, path):
-    """Left: training loss against training images (mean ± std over seeds). Right: final FID against them."""
-    fid = fid_rows(df)
-    runs = fid.drop_duplicates("run_dir")
-    logs = [training_log(r.run_dir).assign(label=r.label, seed=r.seed) for r in runs.itertuples()]
-    logs = [x for x in logs if "loss" in x]
-    logs = pd.concat(logs, ignore_index=True) if logs else None
-    order = labels_in_order(fid)
-    colors = dict(zip(order, sns.color_palette("colorblind", len(order))))  # same colours in both panels
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    if logs is not None:
-        sns.lineplot(data=logs, x="kimg", y="loss", hue="label", hue_order=order, errorbar="sd", ax=left,
-                     palette=colors)
-        left.set(yscale="log", xlabel="training images (kimg)", ylabel="training loss", title="training loss")
-        left.legend(fontsize="small", title=None)
-    else:
-        left.text(0.5, 0.5, "no training_log.jsonl", ha="center", transform=left.transAxes)
-    m = variant_means(fid, "train_kimg")
-    for _, r in m.iterrows():
-        right.errorbar(r["train_kimg"], r["mean"], yerr=r["std"], fmt="o", capsize=3,
-                       color=colors[r["label"]])
-    right.set(xlabel="training images (kimg)", ylabel=fid_label(df), title="FID of the final network")
+    """Left: FID per variant (log axis) between real data and noise. Right: conditional accuracy."""
+    learned = learned_by_variant(df)
+    n = runs_of(df)["variant"].nunique()
+    has_acc = not metric_rows(df, "accuracy").empty
+    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(13 if has_acc else 7, 0.55 * n + 2.2),
+                             squeeze=False, layout="constrained")
+    left = axes[0, 0]
+    bar_panel(left, df, "fid", learned, log=True)
+    reference_lines(left, df, "fid", vertical=True, fmt=".3g")
+    noise, _ = reference_value(df, NOISE)
+    if not math.isnan(noise):
+        left.axvline(noise / LEARNED_FACTOR, color="#de2d26", ls=":", lw=1,
+                     label=f"learned threshold (noise / {LEARNED_FACTOR})")
+    paper_points(left, df)
+    left.legend(loc="best", fontsize="small", framealpha=0.9)
+    left.set(xlabel=f"{fid_label(df)}, lower is better (log scale)", ylabel="", title="FID")
+    if has_acc:
+        right = axes[0, 1]
+        bar_panel(right, df, "accuracy", learned, log=False)
+        reference_lines(right, df, "accuracy", vertical=True, fmt=".3f")
+        right.axvline(CHANCE, color="grey", ls=":", lw=1.2, label=f"chance ({CHANCE})")
+        right.set(xlim=(0, 1), xlabel="conditional accuracy (feature net agrees with the label), higher is better",
+                  ylabel="", title="accuracy")
+        right.legend(loc="best", fontsize="small", framealpha=0.9)
     fig.suptitle(title)
     save(fig, path)
 
 
+def paper_points(ax, df: pd.DataFrame):
+    """The paper's FID of each variant, at the paper scale only (elsewhere the numbers do not compare)."""
+    fid = metric_rows(df)
+    if not ((fid["scale"] == "paper").all() and fid["paper_fid"].notna().any()):
+        return
+    order = fid.drop_duplicates("variant")["variant"].tolist()
+    paper = fid.drop_duplicates("variant")
+    ax.scatter(paper["paper_fid"], [order.index(v) for v in paper["variant"]], marker="D", color="#e6550d",
+               zorder=5, label="paper")
+
+
+def fid_vs_gmacs(df: pd.DataFrame, title: str, path):
+    """Mean FID with its t interval against the GMACs of one forward pass, one point per variant."""
+    fid = metric_rows(df)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+    if fid["gmacs"].notna().any():
+        m = intervals(fid, keys=("order", "variant", "label", "gmacs"))
+        colors = sns.color_palette("colorblind", len(m))
+        for (i, r), c in zip(m.iterrows(), colors):
+            ax.errorbar(r["gmacs"], r["mean"], yerr=error_bars(m.loc[[i]]), fmt="o", color=c, capsize=3,
+                        label=r["label"])
+        reference_lines(ax, df, "fid", vertical=False, fmt=".3g")
+        ax.set_yscale("log")  # real data and noise are orders of magnitude apart
+        ax.legend(fontsize="small", loc="best")
+    else:
+        ax.text(0.5, 0.5, "no GMACs recorded (model_info.json)", ha="center", transform=ax.transAxes)
+    ax.set(xlabel="GMACs per forward pass (batch 1)", ylabel=f"{fid_label(df)} (log scale)", title=title)
+    save(fig, path)
+
+
+def curve_panel(ax, curves: pd.DataFrame, value: str, colors: dict):
+    """Mean over seeds of `value` against kimg per variant, with its t-interval band."""
+    m = intervals(curves.dropna(subset=[value]), value=value, keys=("order", "label", "kimg"))
+    for label, g in m.groupby("label", sort=False):
+        g = g.sort_values("kimg")
+        ax.plot(g["kimg"], g["mean"], marker="o", ms=3, color=colors[label], label=label)
+        ax.fill_between(g["kimg"], g["lo"], g["hi"], color=colors[label], alpha=0.2, lw=0)
+
+
+def fid_curve(curves: pd.DataFrame | None, df: pd.DataFrame, title: str, path):
+    """FID (left, log axis) and conditional accuracy (right) of the training snapshots against kimg."""
+    order = metric_rows(df).drop_duplicates("variant")["label"].tolist()
+    colors = dict(zip(order, sns.color_palette("colorblind", len(order))))  # same colours in both panels
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    if curves is None or curves.empty:
+        for ax in (left, right):
+            ax.text(0.5, 0.5, "no training curves (curve.json)", ha="center", transform=ax.transAxes)
+    else:
+        curves = curves.sort_values(["order", "seed", "kimg"])
+        n = ", ".join(sorted({f"{x:.0f}" for x in curves["num_samples"].dropna()}))
+        curve_panel(left, curves, "fid", colors)
+        left.set(yscale="log", xlabel="training images (kimg)", ylabel=f"{fid_label(df)} (log scale)",
+                 title=f"FID over training (N = {n})")
+        left.legend(fontsize="small")
+        if curves["accuracy"].notna().any():
+            curve_panel(right, curves, "accuracy", colors)
+            right.axhline(CHANCE, color="grey", ls=":", lw=1.2, label=f"chance ({CHANCE})")
+            right.legend(fontsize="small")
+        right.set(ylim=(0, 1), xlabel="training images (kimg)", ylabel="conditional accuracy",
+                  title=f"accuracy over training (N = {n})")
+    fig.suptitle(f"{title}: mean over seeds, {LEVEL:.0%} t band")
+    save(fig, path)
+
+
+def first_seed_grids(df: pd.DataFrame, grids: list[str]) -> dict[str, str]:
+    """{label: grid} of the lowest seed of each variant that has a grid among `grids`, in study order."""
+    by_dir = {str(Path(g).parent): str(g) for g in grids}
+    runs = runs_of(df).sort_values(["order", "seed"]).drop_duplicates("run_dir")
+    runs = runs[runs["run_dir"].astype(str).isin(by_dir)].drop_duplicates("variant")
+    return {r.label: by_dir[str(r.run_dir)] for r in runs.itertuples()}
+
+
 def samples(grids: dict[str, str], title: str, path):
     """The sample grid of each variant's first seed, side by side."""
-    n = len(grids)
+    n = max(len(grids), 1)
     cols = min(3, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4.3 * rows), squeeze=False, layout="constrained")
@@ -121,14 +214,10 @@ def samples(grids: dict[str, str], title: str, path):
     for ax, (label, grid) in zip(axes.flat, grids.items()):
         ax.imshow(mpimg.imread(grid), cmap="gray")
         ax.set_title(label, fontsize="medium")
+    if not grids:
+        axes[0, 0].text(0.5, 0.5, "no sample grids", ha="center", transform=axes[0, 0].transAxes)
     fig.suptitle(title)
     save(fig, path)
-
-
-def first_seed_grids(df: pd.DataFrame) -> dict[str, str]:
-    """{label: run_dir/grid.png} of the lowest seed of each variant, in study order."""
-    first = df.sort_values(["order", "seed"]).drop_duplicates("variant")
-    return {r.label: str(Path(r.run_dir) / "grid.png") for r in first.itertuples()}
 
 
 def save(fig, path):
@@ -136,19 +225,21 @@ def save(fig, path):
     plt.close(fig)
 
 
-def make_figures(df: pd.DataFrame, title: str, out: dict):
-    """Write every figure; `out` maps fid_bars, fid_vs_gmacs, training, samples to PNG paths."""
+def make_figures(df: pd.DataFrame, title: str, out: dict, grids: list[str], curves: pd.DataFrame | None = None):
+    """Write every figure of FIGURES to its PNG path in `out`."""
     sns.set_theme(style="whitegrid", context="notebook")
     fid_bars(df, title, out["fid_bars"])
     fid_vs_gmacs(df, title, out["fid_vs_gmacs"])
-    training(df, title, out["training"])
-    samples(first_seed_grids(df), title, out["samples"])
+    fid_curve(curves, df, title, out["fid_curve"])
+    samples(first_seed_grids(df, grids), title, out["samples"])
 
 
 def main(snakemake):
     df = pd.read_csv(snakemake.input.table)
+    curves = pd.read_csv(snakemake.input.curves) if hasattr(snakemake.input, "curves") else None
     study = snakemake.params.study
-    make_figures(df, f"{study['title']} ({study['scale']})", dict(snakemake.output.items()))
+    make_figures(df, f"{study['title']} ({study['scale']})", dict(snakemake.output.items()),
+                 list(snakemake.input.grids), curves)
     with open(snakemake.log[0], "w") as f:
         print("\n".join(snakemake.output), file=f)
 

@@ -1,82 +1,253 @@
-"""Render a study's long table as the paper-style table: mean ± std over seeds per variant, in Markdown,
-LaTeX and HTML, with parameters, GMACs and the paper's figures beside ours. pandas only; never torch.
+"""Render a study's long table as the paper-style table, in Markdown, LaTeX and HTML: one row per variant
+in study order with the mean and 95% Student-t interval over seeds of each metric, FID differences
+paired by seed against the previous and the first row, the sample-noise floor of FID beside its seed
+spread, whether each variant learned anything (against the uniform-noise row), and the reference rows
+(real test images on top, uniform noise at the bottom). pandas/scipy only; never torch.
 """
 
 import html
 import math
 
 import pandas as pd
+from stats_intervals import paired_delta, t_interval
 
 # Metrics shown, in column order, with the direction that is better; others stay in the CSV only.
-METRICS = {"fid": "FID ↓", "clean_fid": "clean-FID ↓", "is_mean": "IS ↑", "precision": "Precision ↑",
-           "recall": "Recall ↑"}
+METRICS = {"fid": "FID ↓", "accuracy": "Accuracy ↑", "is_mean": "IS ↑", "precision": "Precision ↑",
+           "recall": "Recall ↑", "clean_fid": "clean-FID ↓"}
+DIGITS = {"precision": 3, "recall": 3, "accuracy": 3}  # the others: 2
+LEVEL = 0.95
+MARK = "*"  # after a ΔFID whose interval excludes 0
+LEARNED_FACTOR = 10  # a run has learned when its FID is at least this many times below uniform noise's
+NOISE, REAL = "uniform-noise", "real-test"
+DASH = "–"
+
+
+def is_reference(df: pd.DataFrame) -> pd.Series:
+    """Rows of the reference rows (real data, noise); a table without the column has none."""
+    if "reference" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["reference"].fillna("").astype(str).ne("")
+
+
+def runs_of(df: pd.DataFrame) -> pd.DataFrame:
+    return df[~is_reference(df)]
+
+
+def reference_of(df: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The rows of one reference kind (empty when the study has none)."""
+    return df[is_reference(df) & (df.get("reference") == kind)]
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per variant and metric: mean, std (ddof 1; NaN for one seed), number of seeds, params, GMACs."""
-    keys = ["order", "variant", "label", "metric"]
-    stats = df.groupby(keys, sort=True)["value"].agg(mean="mean", std="std", n="count").reset_index()
-    per_variant = df.groupby("variant")[["params", "gmacs", "paper_fid", "paper_params"]].first()
-    return stats.join(per_variant, on="variant")
-
-
-def mean_std(mean: float, std: float, digits: int, pm: str = " ± ") -> str:
-    if math.isnan(std):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f}{pm}{std:.{digits}f}"
+    """Per variant and metric of the runs: mean, std (ddof 1), 95% t interval (lo, hi), n seeds, params, GMACs."""
+    runs = runs_of(df)
+    rows = []
+    for (order, variant, label, metric), g in runs.groupby(["order", "variant", "label", "metric"], sort=True):
+        mean, lo, hi, n = t_interval(g["value"], LEVEL)
+        rows.append({"order": order, "variant": variant, "label": label, "metric": metric, "mean": mean,
+                     "std": g["value"].std(), "lo": lo, "hi": hi, "n": n})
+    per_variant = runs.groupby("variant")[["params", "gmacs", "paper_fid", "paper_params"]].first()
+    return pd.DataFrame(rows).join(per_variant, on="variant")
 
 
 def number(x, fmt: str) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+    return DASH if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
-def table(summary: pd.DataFrame, pm: str = " ± ") -> pd.DataFrame:
-    """One row per variant, in study order: params, GMACs, metrics, seeds and the paper's figures."""
-    shown = [m for m in METRICS if m in set(summary["metric"])]
+def interval_cell(mean: float, lo: float, hi: float, digits: int) -> str:
+    """'mean [lo, hi]'; the mean alone when there is no interval (one seed)."""
+    if math.isnan(mean):
+        return DASH
+    if math.isnan(lo):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def delta_cell(d: dict | None, digits: int = 2) -> str:
+    """Signed 'Δ [lo, hi]' with the marker where the interval excludes 0."""
+    if d is None or math.isnan(d["mean"]):
+        return DASH
+    if math.isnan(d["lo"]):
+        return f"{d['mean']:+.{digits}f}"
+    mark = MARK if d["significant"] else ""
+    return f"{d['mean']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]{mark}"
+
+
+def by_seed(df: pd.DataFrame, variant: str, metric: str = "fid") -> dict:
+    """{seed: value} of one variant's metric."""
+    g = df[(df["variant"] == variant) & (df["metric"] == metric)]
+    return dict(zip(g["seed"].astype(int), g["value"].astype(float)))
+
+
+def sample_counts(df: pd.DataFrame) -> pd.Series:
+    """N of each row: the protocol's num_samples (what the metrics saw), else the run's num_samples."""
+    n = df["protocol.num_samples"] if "protocol.num_samples" in df.columns else pd.Series(float("nan"), df.index)
+    return n.fillna(df["num_samples"]) if "num_samples" in df.columns else n
+
+
+def reference_value(df: pd.DataFrame, kind: str, metric: str = "fid") -> tuple[float, float]:
+    """(value, N) of a reference row's metric; NaN where the study has none."""
+    rows = reference_of(df, kind)
+    rows = rows[rows["metric"] == metric]
+    if rows.empty:
+        return float("nan"), float("nan")
+    return float(rows["value"].iloc[0]), float(sample_counts(rows).iloc[0])
+
+
+def learned_runs(df: pd.DataFrame) -> pd.Series:
+    """Per run (run_dir): True/False whether its FID is ≥ LEARNED_FACTOR× below noise at the same N;
+    NaN where no noise row was scored at that N (the test cannot be made)."""
+    noise, noise_n = reference_value(df, NOISE)
+    runs = runs_of(df)
+    fid = runs[runs["metric"] == "fid"]
+    same_n = sample_counts(fid) == noise_n
+    verdict = (fid["value"] * LEARNED_FACTOR <= noise).astype(object).where(same_n, float("nan"))
+    return pd.Series(verdict.values, index=fid["run_dir"].values)
+
+
+def learned_cell(verdicts) -> str:
+    """'yes' (every seed learned), 'no' (none did), 'k/n seeds' in between, '–' when not testable."""
+    v = [x for x in verdicts if isinstance(x, bool)]
+    if not v:
+        return DASH
+    k = sum(v)
+    return "yes" if k == len(v) else "no" if k == 0 else f"{k}/{len(v)} seeds"
+
+
+def stat(s: pd.DataFrame, metric: str, col: str, fmt: str = ".2f") -> str:
+    """One statistic of a variant's summary (indexed by metric); '–' where the metric is absent."""
+    return number(s.at[metric, col], fmt) if metric in s.index else DASH
+
+
+def variant_rows(df: pd.DataFrame, shown: list[str]) -> list[dict]:
+    """The roadmap rows, in study order, each compared with the previous and the first by paired ΔFID."""
+    summary = summarize(df)
+    learned = learned_runs(df)
+    runs = runs_of(df)
+    order = summary.drop_duplicates("variant").sort_values("order")["variant"].tolist()
     rows = []
-    for (_, label), g in summary.groupby(["order", "label"], sort=True):
-        by_metric = g.set_index("metric")
-        first = g.iloc[0]
-        row = {"Variant": label, "Params (M)": number(first["params"] / 1e6, ".2f"),
+    for i, variant in enumerate(order):
+        s = summary[summary["variant"] == variant].set_index("metric")
+        first = s.iloc[0]
+        row = {"Variant": first["label"], "Params (M)": number(first["params"] / 1e6, ".2f"),
                "GMACs": number(first["gmacs"], ".3g")}
         for m in shown:
-            digits = 3 if m in ("precision", "recall") else 2
-            row[METRICS[m]] = "–"
-            if m in by_metric.index:
-                row[METRICS[m]] = mean_std(by_metric.at[m, "mean"], by_metric.at[m, "std"], digits, pm)
-        row["Seeds"] = str(int(g["n"].max()))
+            row[METRICS[m]] = DASH
+            if m in s.index:
+                row[METRICS[m]] = interval_cell(s.at[m, "mean"], s.at[m, "lo"], s.at[m, "hi"], DIGITS.get(m, 2))
+        fid = by_seed(runs, variant)
+        row["ΔFID vs prev"] = delta_cell(paired_delta(by_seed(runs, order[i - 1]), fid)) if i else DASH
+        row["ΔFID vs first"] = delta_cell(paired_delta(by_seed(runs, order[0]), fid)) if i else DASH
+        row["FID seed sd"] = stat(s, "fid", "std")
+        row["FID sample-noise floor"] = stat(s, "fid_boot_std", "mean")  # the bootstrap sd, seed-averaged
+        dirs = runs.loc[runs["variant"] == variant, "run_dir"].unique()
+        row["Learned"] = learned_cell(learned.get(d) for d in dirs)
+        row["Seeds"] = str(int(s["n"].max()))
         row["Paper FID"] = number(first["paper_fid"], ".2f")
         row["Paper params (M)"] = number(first["paper_params"], ".1f")
         rows.append(row)
-    return pd.DataFrame(rows)
+    return rows
+
+
+def reference_row(df: pd.DataFrame, kind: str, shown: list[str], columns: list[str]) -> dict | None:
+    """A reference's single values in the metric columns, '–' elsewhere; None if the study has none."""
+    ref = reference_of(df, kind)
+    if ref.empty:
+        return None
+    values = ref.set_index("metric")["value"]
+    row = dict.fromkeys(columns, DASH)
+    row["Variant"] = ref["label"].iloc[0]
+    for m in shown:
+        if m in values.index:
+            row[METRICS[m]] = f"{values[m]:.{DIGITS.get(m, 2)}f}"
+    if "fid_boot_std" in values.index:
+        row["FID sample-noise floor"] = f"{values['fid_boot_std']:.2f}"
+    return row
+
+
+def table(df: pd.DataFrame) -> pd.DataFrame:
+    """Real test images, the variants in study order, uniform noise: one row each."""
+    present = set(df["metric"])
+    shown = [m for m in METRICS if m in present]
+    rows = variant_rows(df, shown)
+    columns = list(rows[0])
+    top = reference_row(df, REAL, shown, columns)
+    bottom = reference_row(df, NOISE, shown, columns)
+    return pd.DataFrame([r for r in (top, *rows, bottom) if r is not None], columns=columns)
+
+
+def distinct(df: pd.DataFrame, col: str) -> str:
+    """The values of a column, joined ('' if the column is absent or empty)."""
+    if col not in df.columns:
+        return ""
+    return ", ".join(sorted({str(v) for v in df[col].dropna()}))
+
+
+def protocol_note(df: pd.DataFrame) -> str:
+    """Extractor, N and sampler/steps of the runs' metrics, from their protocol columns."""
+    runs = runs_of(df)
+    parts = [f"{df['scale'].iloc[0]} scale"]
+    for col, what in (("protocol.extractor", "feature extractor"), ("protocol.num_samples", "N =")):
+        if distinct(runs, col):
+            parts.append(f"{what} {distinct(runs, col)}")
+    if "protocol.num_samples" not in runs.columns and distinct(runs, "num_samples"):
+        parts.append(f"N = {distinct(runs, 'num_samples')}")
+    sampler, steps = distinct(runs, "protocol.sampler"), distinct(runs, "protocol.steps")
+    if sampler:
+        parts.append(f"sampler {sampler}" + (f", {steps} steps" if steps else ""))
+    return "Protocol: " + "; ".join(parts) + "."
 
 
 def notes(df: pd.DataFrame, paper_source: str) -> list[str]:
-    """Footnotes: the metric protocol of our numbers and where the paper's come from."""
-    out = [f"Mean ± standard deviation over seeds; {df['scale'].iloc[0]} scale."]
-    for col, what in (("protocol.extractor", "feature extractor"), ("num_samples", "samples per run")):
-        if col in df.columns:
-            values = sorted({str(v) for v in df[col].dropna()})
-            out.append(f"{what}: {', '.join(values)}")
+    """Footnotes: protocol, what the intervals and the marker mean, the not-learned rule, paper source."""
+    pct = f"{LEVEL:.0%}"
+    noise, noise_n = reference_value(df, NOISE)
+    out = [
+        protocol_note(df),
+        f"Metric cells: mean [{pct} interval] over n seeds (column Seeds): Student t with n − 1 degrees of "
+        "freedom; one seed shows its value alone.",
+        f"ΔFID vs prev / vs first: FID of the row minus FID of the previous / the first roadmap row, paired "
+        f"by seed (seeds both rows ran), mean [{pct} t interval]; {MARK} marks an interval that excludes 0 "
+        "(negative: the row is better).",
+        "FID seed sd: standard deviation of FID between seeds. FID sample-noise floor: mean over seeds of the "
+        "bootstrap standard deviation of FID over a run's own samples; where the two are alike, seeds differ "
+        "no more than resampling the same images does.",
+    ]
+    if math.isnan(noise):
+        out.append(f"Learned: needs the uniform-noise row (a run has learned when its FID is at least "
+                   f"{LEARNED_FACTOR}× below noise's at the same N); none was scored, so '{DASH}'.")
+    else:
+        out.append(f"Learned: a run has learned when its FID is at least {LEARNED_FACTOR}× below the FID of "
+                   f"uniform noise at the same N (noise FID {noise:.2f} at N = {noise_n:.0f}: threshold "
+                   f"{noise / LEARNED_FACTOR:.2f}); 'k/n seeds' counts those that have, '{DASH}' a different N.")
+    if is_reference(df).any():
+        out.append("Reference rows: real test images and uniform noise, scored by the same protocol at the same N "
+                   "(one value, no seed): the best and the worst a row can be.")
+    if "protocol.meaningful" in df.columns and (df["protocol.meaningful"].astype(str) == "False").any():
+        out.append("Some features are not meaningful for this data (protocol.meaningful false): "
+                   "compare the order of the rows only.")
     if paper_source:
         out.append(f"Paper figures: {paper_source}")
     return out
 
 
 def to_markdown(t: pd.DataFrame, title: str, footnotes: list[str]) -> str:
-    body = t.to_markdown(index=False, disable_numparse=True)  # keep "1.50" as written
+    # Escaped, the marker cannot pair with another cell's into emphasis; "1.50" stays as written.
+    escaped = t.apply(lambda col: col.astype(str).str.replace(MARK, "\\" + MARK, regex=False))
+    body = escaped.to_markdown(index=False, disable_numparse=True)
     return f"# {title}\n\n{body}\n\n" + "".join(f"- {n}\n" for n in footnotes)
 
 
 def latex_escape(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"), ("–", "--")):
+                 ("±", r"$\pm$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"), ("–", "--"), ("−", "-"),
+                 ("Δ", r"$\Delta$"), ("×", r"$\times$"), ("≥", r"$\geq$")):
         s = s.replace(a, b)
     return s
 
 
 def to_latex(t: pd.DataFrame, title: str, footnotes: list[str]) -> str:
-    """A booktabs tabular (needs \\usepackage{booktabs})."""
+    """A booktabs tabular (needs \\usepackage{booktabs}); rules set the reference rows apart."""
     head = " & ".join(latex_escape(c) for c in t.columns) + r" \\"
     body = [" & ".join(latex_escape(str(v)) for v in row) + r" \\" for row in t.itertuples(index=False)]
     lines = [f"% {title}", r"\begin{tabular}{l" + "r" * (len(t.columns) - 1) + "}", r"\toprule", head,
@@ -98,12 +269,14 @@ def to_html(t: pd.DataFrame, title: str, footnotes: list[str]) -> str:
 def main(snakemake):
     df = pd.read_csv(snakemake.input[0])
     study = snakemake.params.study
-    t = table(summarize(df))
+    t = table(df)
     foot = notes(df, study["paper_source"])
     title = f"{study['title']} ({study['scale']})"
     for key, render in (("md", to_markdown), ("tex", to_latex), ("html", to_html)):
         with open(snakemake.output[key], "w") as f:
             f.write(render(t, title, foot))
+    if hasattr(snakemake.output, "summary"):  # optional: the numbers behind the cells, unrounded
+        summarize(df).to_csv(snakemake.output.summary, index=False)
     with open(snakemake.log[0], "w") as f:
         print(t.to_string(index=False), file=f)
 
