@@ -134,7 +134,7 @@ def test_reference_command_writes_stats_with_provenance(net_dir, tmp_path):
     args = argparse.Namespace(out=str(tmp_path / "ref.npz"), data="fashion-mnist", split="test",
                               data_root=None, num=500, num_pr=100, extractor="fmnist-net",
                               extractor_weights=str(net_dir / fidnet.WEIGHTS_FILE), extractor_sha256=None,
-                              batch_size=250, device="cpu")
+                              resolution=32, batch_size=250, device="cpu")
     assert reference_cmd.run(args) == 0
     ref = load_stats(tmp_path / "ref.npz")
     assert ref.n == 500 and ref.features.shape == (100, 128) and ref.mu.dtype == np.float64
@@ -143,11 +143,13 @@ def test_reference_command_writes_stats_with_provenance(net_dir, tmp_path):
     assert len(ref.meta["content_sha256"]) == 64
 
 
-def make_run(run_dir, images, weights, reference, config_extra=None, evaluate_extra=None):
+def make_run(run_dir, images, weights, reference, config_extra=None, evaluate_extra=None, labels="cycle"):
     run_dir.mkdir()
     n = len(images)
-    atomic_savez(run_dir / "samples.npz", arr_0=images, labels=np.arange(n) % 10,
-                 seeds=np.arange(100, 100 + n))
+    arrays = {"arr_0": images, "seeds": np.arange(100, 100 + n)}
+    if labels is not None:
+        arrays["labels"] = np.arange(n) % 10 if isinstance(labels, str) else labels
+    atomic_savez(run_dir / "samples.npz", **arrays)
     cfg = {"evaluate": {"extractor": "fmnist-net", "extractor_weights": str(weights),
                         "reference": str(reference), "num_pr": 100, **(evaluate_extra or {})}}
     cfg.update(config_extra or {})
@@ -162,13 +164,18 @@ def test_evaluate_writes_metrics_json_with_every_protocol_field(extractor, net_d
               "sample": {"num_samples": 300, "seed_start": 100,
                          "sampler": {"sampler": "dpmpp-2m", "steps": 20, "guidance": {"scale": 0.5}}},
               "provenance": {"git_commit": "abc123", "config_sha256": "f" * 64}}
+    labels = load_fashion_mnist(split="test")[1][:300]  # the true classes: accuracy = the net's accuracy
     run = make_run(tmp_path / "run", images["test"][:300], net_dir / fidnet.WEIGHTS_FILE,
-                   tmp_path / "ref.npz", config, {"clean_fid": True, "clean_fid_num": 150})
+                   tmp_path / "ref.npz", config, {"clean_fid": True, "clean_fid_num": 150, "fid_bootstrap": 20},
+                   labels=labels)
     result = evaluate_run(run, device="cpu")
     assert json.loads((run / "metrics.json").read_text()) == json.loads(json.dumps(result))
     m, p = result["metrics"], result["protocol"]
-    assert set(m) == {"fid", "is_mean", "is_std", "precision", "recall", "clean_fid"}
+    assert set(m) == {"fid", "is_mean", "is_std", "precision", "recall", "accuracy", "fid_boot_std",
+                      "fid_boot_lo", "fid_boot_hi", "clean_fid", "clean_fid_rel_diff"}
     assert all(isinstance(v, float) for v in m.values()) and m["fid"] < 20 and m["is_mean"] > 1  # noise: ~500
+    assert m["accuracy"] > 0.6  # the 1-epoch net's test accuracy (~0.8)
+    assert m["fid_boot_lo"] < m["fid_boot_hi"] and m["fid_boot_std"] > 0 and p["fid_bootstrap"] == 20
     required = ["extractor", "extractor_weights_sha256", "num_samples", "seed_range", "sampler", "steps",
                 "guidance", "reference", "reference_sha256", "git_commit", "torch_fidelity_version",
                 "clean_fid_version", "meaningful"]
@@ -176,8 +183,39 @@ def test_evaluate_writes_metrics_json_with_every_protocol_field(extractor, net_d
     assert p["seed_range"] == [100, 399] and p["num_samples"] == 300 and p["steps"] == 20
     assert p["sampler"] == "dpmpp-2m" and p["guidance"] == {"scale": 0.5} and p["meaningful"] is True
     assert p["torch_fidelity_version"] == "0.4.0" and p["clean_fid_version"] == "0.1.35"
-    assert p["run_git_commit"] == "abc123" and p["is_splits"] == 1 and p["prc_num_samples"] == 100
+    assert p["run_git_commit"] == "abc123" and p["is_splits"] == 1 and p["is_split_size"] == 5000
+    assert p["prc_num_samples"] == 100 and p["prc_num_reference"] == 200  # prc_reference "all": every kept one
     assert p["clean_fid"]["fid_ours_same_images"] == pytest.approx(m["clean_fid"], rel=1e-3)
+    assert p["clean_fid"]["clean_fid_agrees"] is True and p["clean_fid"]["rtol"] == 0.01
+    assert p["clean_fid"]["clean_fid_rel_diff"] == m["clean_fid_rel_diff"] < 1e-3
+
+
+def test_evaluate_prc_sizes_all_equal_and_short_reference(extractor, net_dir, images, tmp_path):
+    src, meta = reference_images("fashion-mnist", "train", num=400)
+    make_reference(tmp_path / "ref.npz", extractor, src, meta, num_pr=150)
+    weights, ref = net_dir / fidnet.WEIGHTS_FILE, tmp_path / "ref.npz"
+    run = make_run(tmp_path / "run", images["test"][:120], weights, ref,
+                   evaluate_extra={"metrics": ["prc"], "num_pr": None, "prc_reference": "equal"})
+    p = evaluate_run(run, device="cpu")["protocol"]
+    assert (p["prc_num_samples"], p["prc_num_reference"], p["prc_reference"]) == (120, 120, "equal")
+    p = evaluate_run(run, {"num_pr": 50, "prc_reference": "all"}, device="cpu")["protocol"]
+    assert (p["prc_num_samples"], p["prc_num_reference"]) == (50, 150)
+    run2 = make_run(tmp_path / "run2", images["test"][:200], weights, ref,
+                    evaluate_extra={"metrics": ["prc"], "num_pr": None, "prc_reference": "equal"})
+    p = evaluate_run(run2, device="cpu")["protocol"]  # only 150 reference features kept: all of them used
+    assert (p["prc_num_samples"], p["prc_num_reference"], p["prc_num_reference_requested"]) == (200, 150, 200)
+
+
+def test_clean_fid_check_runs_at_16x16(tmp_path):
+    fidnet.train_fidnet(tmp_path / "net16", epochs=1, seed=0, num_train=512, num_test=200, resolution=16,
+                        log=lambda *_: None)
+    net16 = Extractor("fmnist-net", tmp_path / "net16" / fidnet.WEIGHTS_FILE, device="cpu")
+    gen = fidnet.pad_to_resolution(load_fashion_mnist(split="test")[0][:300], 16)
+    real = fidnet.pad_to_resolution(load_fashion_mnist(split="train")[0][:300], 16)
+    assert gen.shape == (300, 16, 16, 1)
+    theirs = clean_fid(gen, real, net16)
+    stats = [extract(net16, x).stats.mu_sigma() for x in (gen, real)]
+    assert theirs == pytest.approx(fid_from_stats(*stats[0], *stats[1]), rel=1e-3)
 
 
 def test_evaluate_handles_missing_optional_sections(extractor, net_dir, images, tmp_path):
@@ -187,6 +225,11 @@ def test_evaluate_handles_missing_optional_sections(extractor, net_dir, images, 
                    evaluate_extra={"metrics": ["fid", "is"]})
     result = evaluate_run(run, device="cpu")
     assert result["metrics"]["precision"] is None and result["metrics"]["fid"] > 0
+    assert result["metrics"]["fid_boot_std"] is None and result["protocol"]["fid_bootstrap"] == 0
+    assert result["metrics"]["accuracy"] is not None and result["protocol"]["prc_num_samples"] is None
+    run = make_run(tmp_path / "unlabelled", images["test"][:50], net_dir / fidnet.WEIGHTS_FILE,
+                   tmp_path / "ref.npz", evaluate_extra={"metrics": ["fid"]}, labels=None)
+    assert evaluate_run(run, device="cpu")["metrics"]["accuracy"] is None
     assert result["protocol"]["sampler"] is None and result["protocol"]["seed_range"] == [100, 149]
 
 
@@ -215,3 +258,11 @@ def test_evaluate_config_rejects_unknown_keys_and_values():
     with pytest.raises(ConfigError, match="choose from"):
         EvaluateConfig.from_dict({"metrics": ["kid"]})
     assert EvaluateConfig.from_dict({}).metrics == ["fid", "is", "prc"]
+    with pytest.raises(ConfigError, match=r"prc_reference: 'same'; valid: \['all', 'equal'\]"):
+        EvaluateConfig.from_dict({"prc_reference": "same"})
+    with pytest.raises(ConfigError, match="num_pr=3 must exceed prc_neighborhood=3"):
+        EvaluateConfig.from_dict({"num_pr": 3})
+    with pytest.raises(ConfigError, match="fid_bootstrap=1"):
+        EvaluateConfig.from_dict({"fid_bootstrap": 1})
+    ev = EvaluateConfig.from_dict({})
+    assert (ev.num_pr, ev.prc_reference, ev.fid_bootstrap, ev.clean_fid_rtol) == (None, "all", 0, 0.01)

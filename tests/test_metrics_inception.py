@@ -79,6 +79,8 @@ def test_inception_path_runs_end_to_end_on_random_weights(random_weights, tmp_pa
     assert p["feature_layer_fid"] == "2048" and p["feature_layer_is"] == "logits_unbiased"
     assert np.isfinite(m["fid"]) and m["fid"] > 0 and m["is_mean"] >= 1.0
     assert 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
+    assert m["accuracy"] is None  # TF-Inception's 1008 logits are not in the labels' class order
+    assert p["prc_num_samples"] == p["prc_num_reference"] == 12 and p["is_splits"] == 1
     assert json.loads((run / "metrics.json").read_text())["protocol"]["meaningful"] is False
 
 

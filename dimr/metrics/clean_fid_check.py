@@ -8,9 +8,10 @@
   `cleanfid.features.build_feature_extractor(mode, device, use_dataparallel=False)` builds it (0.1.35's
   DataParallel breaks off cuda:0), and passed as `custom_feat_extractor`. `/tmp` is neither read nor
   written, so concurrent jobs cannot see each other's weights.
-- Fashion-MNIST net: `custom_feat_extractor` with `custom_fn_resize` = identity (the net takes 32×32);
-  clean-fid feeds float [0, 255] RGB, turned back into the exact uint8 values.
-`dataset_res` is passed explicitly although folder-to-folder FID does not read it (SPEC §5).
+- Fashion-MNIST net: `custom_feat_extractor` with `custom_fn_resize` = identity (the net takes the
+  images at their own side, 32×32 padded or 16×16 down-sampled, whatever it was trained on); clean-fid
+  feeds float [0, 255] RGB, turned back into the exact uint8 values.
+`dataset_res` (the images' side) is passed explicitly although folder-to-folder FID does not read it.
 """
 
 import os

@@ -18,7 +18,9 @@ from dimr.errors import ConfigError, MissingFileError
 from dimr.io import atomic_write_json, sha256_file
 
 SAMPLES_FILE, METRICS_FILE, CONFIG_FILE = "samples.npz", "metrics.json", "config.json"
-METRIC_KEYS = ("fid", "is_mean", "is_std", "precision", "recall", "clean_fid")
+METRIC_KEYS = ("fid", "is_mean", "is_std", "precision", "recall", "accuracy", "fid_boot_std", "fid_boot_lo",
+               "fid_boot_hi", "clean_fid", "clean_fid_rel_diff")
+PRC_REFERENCE = ("all", "equal")
 
 
 @dataclass
@@ -32,14 +34,19 @@ class EvaluateConfig:
     reference_sha256: str | None = None    # expected hash of the reference (None: recorded, not checked)
     metrics: list[str] = field(default_factory=lambda: ["fid", "is", "prc"])  # any of fid, is, prc
     num_samples: int | None = None         # the first N images of samples.npz (None: all)
-    num_pr: int = 10000                    # samples and reference features for precision/recall
+    num_pr: int | None = None              # generated samples for precision/recall (None: all, as ADM)
+    prc_reference: str = "all"             # all: every reference feature (ADM's 10,000 arr_0 / our file's)
+                                           # equal: the first as many as generated (Kynkäänniemi et al. 2019)
     prc_neighborhood: int = 3              # k of the k-NN manifolds (Kynkäänniemi et al. 2019)
     is_split_size: int = 5000              # IS over consecutive chunks of this many samples (ADM)
+    fid_bootstrap: int = 0                 # resamples of the generated features for FID's noise (0: off)
+    fid_bootstrap_seed: int = 0            # seed of the resampling (numpy default_rng)
     clean_fid: bool = False                # also compute clean-fid's FID as a cross-check
     clean_fid_mode: str = "clean"          # clean | legacy_tensorflow (Inception only)
     clean_fid_weights: str | None = None   # clean-fid's inception-2015-12-05.pt (Inception only)
     clean_fid_sha256: str | None = None    # None: the known hash of that file
     clean_fid_num: int = 10000             # images per side in the clean-fid check (PNG round trip)
+    clean_fid_rtol: float = 0.01           # clean-fid agrees when |clean - ours| / ours <= this
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvaluateConfig":
@@ -58,9 +65,18 @@ class EvaluateConfig:
             raise ConfigError(f"{where}.metrics: {self.metrics}; choose from {list(METRICS)}")
         if self.clean_fid_mode not in MODES:
             raise ConfigError(f"{where}.clean_fid_mode: {self.clean_fid_mode!r}; valid: {list(MODES)}")
-        if self.num_pr <= self.prc_neighborhood or self.is_split_size <= 0 or self.clean_fid_num < 2:
-            raise ConfigError(f"{where}: need num_pr > prc_neighborhood, is_split_size >= 1 and "
-                              "clean_fid_num >= 2")
+        if self.prc_reference not in PRC_REFERENCE:
+            raise ConfigError(f"{where}.prc_reference: {self.prc_reference!r}; valid: {list(PRC_REFERENCE)} "
+                              "(all reference features, or as many as generated)")
+        if self.num_pr is not None and self.num_pr <= self.prc_neighborhood:
+            raise ConfigError(f"{where}.num_pr={self.num_pr} must exceed prc_neighborhood="
+                              f"{self.prc_neighborhood} (or be null for all generated samples)")
+        if self.is_split_size <= 0 or self.clean_fid_num < 2:
+            raise ConfigError(f"{where}: need is_split_size >= 1 and clean_fid_num >= 2")
+        if self.fid_bootstrap < 0 or self.fid_bootstrap == 1:
+            raise ConfigError(f"{where}.fid_bootstrap={self.fid_bootstrap}: 0 (off) or at least 2 resamples")
+        if not self.clean_fid_rtol >= 0:
+            raise ConfigError(f"{where}.clean_fid_rtol={self.clean_fid_rtol} must be >= 0")
         if self.num_samples is not None and self.num_samples < 2:
             raise ConfigError(f"{where}.num_samples must be at least 2 (or null for all)")
 
@@ -98,17 +114,18 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
     from dimr.metrics.fidelity import (
         Extractor,
         check_reference,
+        conditional_accuracy,
         extract,
         metrics_from_features,
         reference_pr_features,
     )
-    from dimr.metrics.stats import load_stats
+    from dimr.metrics.stats import bootstrap_summary, fid_bootstrap, load_stats
 
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise MissingFileError(f"{run_dir / CONFIG_FILE} not found: is {run_dir} a run directory?")
     config = json.loads((run_dir / CONFIG_FILE).read_text())
-    ev = EvaluateConfig.from_dict(deep_merge(config.get("evaluate", {}), overrides or {}))
+    ev = EvaluateConfig.from_dict(deep_merge(config.get("evaluate", {}), overrides or {}))  # validated
 
     # 1. Every input file, before computing anything.
     samples_path = run_dir / SAMPLES_FILE
@@ -131,14 +148,27 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
     # 2. Metrics.
     extractor = Extractor(ev.extractor, ev.extractor_weights, ev.extractor_sha256, device)
     check_reference(ref, extractor)
-    feats = extract(extractor, images, batch_size, limit=n, keep=ev.num_pr if "prc" in ev.metrics else 0)
-    ref_pr = reference_pr_features(ref, extractor, ev.num_pr, batch_size) if "prc" in ev.metrics else None
-    values = metrics_from_features(feats, ref, ev.metrics, ref_pr, ev.prc_neighborhood, ev.is_split_size)
+    prc, boot = "prc" in ev.metrics, ev.fid_bootstrap if "fid" in ev.metrics else 0
+    num_pr = min(n, ev.num_pr or n) if prc else 0
+    feats = extract(extractor, images, batch_size, limit=n, keep=n if boot else num_pr)
+    ref_pr = None
+    if prc:  # "equal": the first as many reference features as generated ones (equal-size sets)
+        ref_pr = reference_pr_features(ref, extractor, num_pr if ev.prc_reference == "equal" else None,
+                                       batch_size)
+    values = metrics_from_features(feats, ref, ev.metrics, ref_pr, ev.prc_neighborhood, ev.is_split_size,
+                                   num_pr or None)
+    if boot:  # sample-noise floor of FID: the generated set resampled, the reference fixed
+        values.update(bootstrap_summary(fid_bootstrap(feats.stats.features(), ref.mu, ref.sigma, boot,
+                                                      ev.fid_bootstrap_seed)))
+    if ev.extractor == "fmnist-net" and labels is not None:
+        # Inception: None, TF-Inception's 1008 logits do not follow ImageNet's class order
+        values["accuracy"] = conditional_accuracy(feats.logits, labels[:n])
     metrics = {k: values.get(k) for k in METRIC_KEYS}
     clean = None
     if ev.clean_fid:
         sub = next(images.batches(ev.clean_fid_num, limit=min(n, ev.clean_fid_num)))
         metrics["clean_fid"], clean = run_clean_fid(ev, extractor, sub, *clean_ref, batch_size)
+        metrics["clean_fid_rel_diff"] = clean["clean_fid_rel_diff"]
 
     # 3. Protocol.
     sample = npz_meta.get("sample") or config.get("sample", {})
@@ -152,9 +182,12 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
         "seed_range": [int(seeds[0]), int(seeds[n - 1])] if seeds is not None else None,
         **sampler_protocol(sample), "seed": config.get("seed"),
         "reference": str(ev.reference), "reference_sha256": ref.sha256, "reference_kind": ref.kind,
-        "reference_num": ref.n, "is_splits": values.get("is_splits"), "prc_neighborhood": ev.prc_neighborhood,
+        "reference_num": ref.n, "is_splits": values.get("is_splits"), "is_split_size": values.get("is_split_size"),
+        "prc_neighborhood": ev.prc_neighborhood, "prc_reference": ev.prc_reference if prc else None,
         "prc_num_samples": values.get("prc_num_samples"),
         "prc_num_reference": values.get("prc_num_reference"),
+        "prc_num_reference_requested": (num_pr if ev.prc_reference == "equal" else None) if prc else None,
+        "fid_bootstrap": boot, "fid_bootstrap_seed": ev.fid_bootstrap_seed if boot else None,
         "clean_fid": clean, "evaluate": dataclasses.asdict(ev),
         "git_commit": git_commit(), "run_git_commit": provenance.get("git_commit"),
         "config_sha256": provenance.get("config_sha256"),
@@ -176,10 +209,20 @@ def run_clean_fid(ev: EvaluateConfig, extractor, samples, ref_images, ref_desc, 
     value = clean_fid_check.clean_fid(samples, ref_images, ours_net, ev.clean_fid_mode, ev.clean_fid_weights,
                                       ev.clean_fid_sha256, batch_size, extractor.device)
     ours = [extract(extractor, x, batch_size).stats.mu_sigma() for x in (samples, ref_images)]
+    fid_ours = fid_from_stats(*ours[0], *ours[1])
+    rel = relative_difference(value, fid_ours)
     info = {"mode": ev.clean_fid_mode if ours_net is None else "fmnist-net, no resize",
             "num_samples": len(samples), "num_reference": len(ref_images), "reference_images": ref_desc,
-            "fid_ours_same_images": fid_from_stats(*ours[0], *ours[1])}
+            "fid_ours_same_images": fid_ours, "clean_fid_rel_diff": rel, "rtol": ev.clean_fid_rtol,
+            "clean_fid_agrees": rel is not None and rel <= ev.clean_fid_rtol}
     return value, info
+
+
+def relative_difference(value: float, ours: float) -> float | None:
+    """|value - ours| / |ours|; 0 when both are 0, None when only ours is 0."""
+    if ours == 0:
+        return 0.0 if value == 0 else None
+    return abs(value - ours) / abs(ours)
 
 
 def clean_fid_reference(ref, num: int):
