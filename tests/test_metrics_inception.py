@@ -1,6 +1,6 @@
 """The Inception code paths end to end on RANDOMLY INITIALISED stand-in weights (numbers meaningless).
 
-No Inception weights can be fetched here (SPEC §5), so the tests write files of the right format:
+No Inception weights can be fetched here (no network), so the tests write files of the right format:
 torch-fidelity's FeatureExtractorInceptionV3 state_dict, and a tiny TorchScript module with the
 interface of clean-fid's inception-2015-12-05.pt.
 """

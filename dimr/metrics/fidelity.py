@@ -1,9 +1,10 @@
-"""FID, IS and precision/recall through torch-fidelity 0.4.0, with the protocol of SPEC §5.
+"""FID, IS and precision/recall through torch-fidelity 0.4.0, in ADM's evaluation protocol.
 
 Streamed path (`dimr evaluate`, `dimr reference`): one pass over uint8 images through torch-fidelity's
 own feature extractor, then
-- FID: float64 running sums of the features (EDM2) -> `stats.fid_from_stats` against the reference
-  `mu`/`sigma` (ours, or ADM's whole-training-set statistics);
+- FID: float64 running sums of the features (EDM2) -> `stats.fid_from_stats` (torch-fidelity's
+  `metric_fid.fid_statistics_to_metric` on float64) against the reference `mu`/`sigma` (ours, or ADM's
+  whole-training-set statistics);
 - IS: ADM's consecutive chunks of 5,000 (the last one partial), each scored by
   `torch_fidelity.metric_isc.isc_features_to_metric(chunk, splits=1, shuffle=False)`, then averaged;
 - precision/recall: `torch_fidelity.metric_prc.prc_features_to_metric(f_gen, f_ref, ...)`.
