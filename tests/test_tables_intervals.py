@@ -38,9 +38,11 @@ def test_paired_delta_pairs_by_seed_and_drops_unpaired_seeds():
     a = {0: 10.0, 1: 12.0, 2: 11.0, 7: 99.0}  # seed 7 has no partner
     b = {0: 10.5, 1: 11.0, 2: 13.0, 5: -50.0}  # nor has seed 5
     d = si.paired_delta(a, b)
-    # Δ = b − a = [0.5, −1.0, 2.0]: mean 0.5, sd 1.5, t_{0.975, 2} = 4.30265, half 4.30265 · 1.5 / √3 = 3.72621
+    # Δ = b − a = [0.5, −1.0, 2.0]: mean 0.5, sd 1.5, t_{0.975, 2} = 4.30265,
+    # half-width 4.30265 · 1.5 / √3 = 3.72621
     assert d["n"] == 3 and d["mean"] == pytest.approx(0.5)
-    assert d["lo"] == pytest.approx(0.5 - 3.72621, abs=1e-5) and d["hi"] == pytest.approx(0.5 + 3.72621, abs=1e-5)
+    assert d["lo"] == pytest.approx(0.5 - 3.72621, abs=1e-5)
+    assert d["hi"] == pytest.approx(0.5 + 3.72621, abs=1e-5)
     assert d["significant"] is False
 
 

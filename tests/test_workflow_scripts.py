@@ -33,8 +33,8 @@ METRICS_PER_RUN = 9  # fid, is_mean, is_std, precision, recall, accuracy, fid_bo
 
 
 def protocol(n: int = N) -> dict:
-    return {"extractor": "fmnist-net", "extractor_weights_sha256": "ab" * 32, "num_samples": n, "meaningful": True,
-            "seed_range": [0, n - 1], "sampler": "dpmpp-2m", "steps": 10,
+    return {"extractor": "fmnist-net", "extractor_weights_sha256": "ab" * 32, "num_samples": n,
+            "meaningful": True, "seed_range": [0, n - 1], "sampler": "dpmpp-2m", "steps": 10,
             "evaluate": {"metrics": ["fid", "is", "prc"], "num_pr": 500}}
 
 
@@ -57,7 +57,8 @@ def make_runs(root: Path) -> list[dict]:
             cfg = {"preset": f"tiny-{v['variant']}", "recipe": "tiny-fmnist", "seed": seed,
                    "train": {"total_kimg": 4.0, "batch_size": 64}, "sample": {"num_samples": N}}
             (d / "config.json").write_text(json.dumps(cfg))
-            points = [{"kimg": k, "fid": fid * (5 - k), "accuracy": 0.2 * k, "num_samples": 100} for k in (1, 2, 4)]
+            points = [{"kimg": k, "fid": fid * (5 - k), "accuracy": 0.2 * k, "num_samples": 100}
+                      for k in (1, 2, 4)]
             (d / "curve.json").write_text(json.dumps({"points": points, "protocol": protocol(100)}))
             Image.fromarray(rng.integers(0, 255, (68, 68), dtype=np.uint8)).save(d / "grid.png")
             runs.append({"variant": v["variant"], "seed": seed, "run_dir": str(d)})
@@ -89,8 +90,8 @@ def test_long_table_has_one_row_per_run_and_metric_with_protocol(long_table):
     df = long_table
     runs = df[df["reference"] == ""]
     assert len(runs) == 8 * METRICS_PER_RUN and len(df) == 10 * METRICS_PER_RUN
-    assert set(df["metric"]) == {"fid", "is_mean", "is_std", "precision", "recall", "accuracy", "fid_boot_std",
-                                 "fid_boot_lo", "fid_boot_hi"}
+    assert set(df["metric"]) == {"fid", "is_mean", "is_std", "precision", "recall", "accuracy",
+                                 "fid_boot_std", "fid_boot_lo", "fid_boot_hi"}
     fid = runs[runs["metric"] == "fid"]
     assert fid.set_index(["variant", "seed"])["value"].to_dict() == {
         (v, s): f for v, fs in FIDS.items() for s, f in enumerate(fs)}
@@ -108,7 +109,8 @@ def test_reference_rows_have_kind_order_and_no_seed(long_table):
     ref = long_table[long_table["reference"] != ""].drop_duplicates("reference").set_index("reference")
     assert ref["order"].to_dict() == {"real-test": -1, "uniform-noise": 999}
     assert ref["seed"].isna().all() and ref["params"].isna().all()
-    assert ref.loc["uniform-noise", "num_samples"] == N and ref.loc["real-test", "label"] == "Real test images"
+    assert ref.loc["uniform-noise", "num_samples"] == N
+    assert ref.loc["real-test", "label"] == "Real test images"
     noise = long_table[(long_table["reference"] == "uniform-noise") & (long_table["metric"] == "fid")]
     assert noise["value"].tolist() == [300.0]
 
@@ -158,8 +160,9 @@ def test_table_rows_are_real_data_variants_in_order_then_noise(rendered):
     assert rendered.index.tolist() == ["Real test images", "U-ViT (time token)", "+ multi-scale loss",
                                        "+ broken idea", "Uniform noise"]
     assert rendered.at["Real test images", "FID ↓"] == "0.50"
-    assert rendered.at["Uniform noise", "FID ↓"] == "300.00" and rendered.at["Uniform noise", "Accuracy ↑"] == "0.100"
-    assert rendered.at["Uniform noise", "Params (M)"] == "–" and rendered.at["Real test images", "Seeds"] == "–"
+    noise = rendered.loc["Uniform noise"]
+    assert noise["FID ↓"] == "300.00" and noise["Accuracy ↑"] == "0.100" and noise["Params (M)"] == "–"
+    assert rendered.at["Real test images", "Seeds"] == "–"
 
 
 def test_table_cells_show_mean_and_t_interval(rendered):
@@ -271,3 +274,46 @@ def test_run_spec_merges_site_base_variant_and_scale():
     assert spec["preset"] == "tiny-dimr" and spec["seed"] == 4 and spec["name"] == "s/v/seed4"
     assert spec["evaluate"] == {"reference": "ref.npz"}
     assert studies.runs_of(study, "tiny", max_seeds=1) == runs[:1]
+
+
+class Files(list):
+    """Snakemake's Namedlist in small: positional and named entries."""
+
+    def __init__(self, *items, **named):
+        super().__init__([*items, *named.values()])
+        self.__dict__.update(named)
+
+    def __getitem__(self, key):
+        return getattr(self, key) if isinstance(key, str) else super().__getitem__(key)
+
+    def items(self):
+        return list(vars(self).items())
+
+
+def test_scripts_main_with_the_rules_inputs_params_and_outputs(runs, tmp_path):
+    """aggregate -> tables, figures through their `main`, named as the rules name them."""
+    from types import SimpleNamespace
+
+    Path("info.json").write_text(json.dumps(INFO))
+    refs = make_references(Path("."))
+    out = tmp_path / "results"
+    out.mkdir()
+    agg = SimpleNamespace(
+        input=Files(info="info.json", curves=[f"{r['run_dir']}/curve.json" for r in runs]),
+        output=Files(f"{out}/toy.csv", curves=f"{out}/toy_curves.csv"), log=[f"{out}/agg.log"],
+        params=SimpleNamespace(runs=runs, study=STUDY, references=refs))
+    aggregate.main(agg)
+    tab = SimpleNamespace(
+        input=Files(f"{out}/toy.csv"), log=[f"{out}/tab.log"], params=SimpleNamespace(study=STUDY),
+        output=Files(md=f"{out}/toy.md", tex=f"{out}/toy.tex", html=f"{out}/toy.html",
+                     summary=f"{out}/toy_summary.csv"))
+    tables.main(tab)
+    assert "14.00 [9.03, 18.97]" in Path(f"{out}/toy.md").read_text()
+    assert len(pd.read_csv(f"{out}/toy_summary.csv")) == 3 * METRICS_PER_RUN
+    fig = SimpleNamespace(
+        input=Files(table=f"{out}/toy.csv", grids=[f"{r['run_dir']}/grid.png" for r in runs],
+                    curves=f"{out}/toy_curves.csv"),
+        output=Files(**{name: f"{out}/{name}.png" for name in figures.FIGURES}), log=[f"{out}/fig.log"],
+        params=SimpleNamespace(study=STUDY))
+    figures.main(fig)
+    assert all(Path(f"{out}/{name}.png").stat().st_size > 0 for name in figures.FIGURES)

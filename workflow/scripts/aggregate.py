@@ -15,8 +15,8 @@ import pandas as pd
 
 # Columns in front; the protocol columns (protocol.<key>) follow in sorted order.
 COLUMNS = ["study", "scale", "variant", "label", "order", "seed", "reference", "metric", "value", "params",
-           "gmacs", "paper_fid", "paper_params", "preset", "recipe", "train_kimg", "batch_size", "num_samples",
-           "run_dir"]
+           "gmacs", "paper_fid", "paper_params", "preset", "recipe", "train_kimg", "batch_size",
+           "num_samples", "run_dir"]
 # The curve table: one row per run × training snapshot, the curve's protocol columns after these.
 CURVE_COLUMNS = ["study", "scale", "variant", "label", "order", "seed", "kimg", "fid", "accuracy",
                  "num_samples", "run_dir"]

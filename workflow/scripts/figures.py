@@ -64,7 +64,8 @@ def learned_by_variant(df: pd.DataFrame) -> dict[str, str]:
     """{variant: 'yes' | 'no' | 'k/n seeds' | '–'} by the tables' not-learned rule."""
     verdicts = learned_runs(df)
     runs = runs_of(df)
-    return {v: learned_cell(verdicts.get(d) for d in g["run_dir"].unique()) for v, g in runs.groupby("variant")}
+    return {v: learned_cell(verdicts.get(d) for d in g["run_dir"].unique())
+            for v, g in runs.groupby("variant")}
 
 
 def reference_lines(ax, df: pd.DataFrame, metric: str, vertical: bool, fmt: str):
@@ -89,13 +90,14 @@ def bar_panel(ax, df: pd.DataFrame, metric: str, learned: dict, log: bool):
         verdict = learned.get(r.variant, "–")
         hatch = "//" if verdict not in ("yes", "–") else None
         ax.barh(i, r.mean, color="#9ecae1", edgecolor="#3182bd", hatch=hatch, height=0.6)
-        if hatch:
-            ax.annotate("not learned" if verdict == "no" else f"learned: {verdict}", (r.mean, i),
-                        xytext=(4, 0), textcoords="offset points", va="center", fontsize="small", color="#a50f15")
+        if hatch:  # above the bar, at the left edge: clear of whiskers and reference lines
+            ax.text(0.01, i - 0.32, "not learned" if verdict == "no" else f"learned: {verdict}", va="bottom",
+                    transform=ax.get_yaxis_transform(), fontsize="small", color="#a50f15")
     ax.errorbar(m["mean"], y, xerr=error_bars(m), fmt="none", ecolor="black", capsize=4, lw=1.2,
                 label=f"{LEVEL:.0%} t interval")
     jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(rows))  # fixed: figures are reproducible
-    ax.scatter(rows["value"], rows["variant"].map(pos) + jitter, s=14, color="#08306b", zorder=4, label="seeds")
+    ax.scatter(rows["value"], rows["variant"].map(pos) + jitter, s=14, color="#08306b", zorder=4,
+               label="seeds")
     ax.set_yticks(y, m["label"])
     ax.invert_yaxis()  # first roadmap row on top, as in the table
     if log:
@@ -107,7 +109,7 @@ def fid_bars(df: pd.DataFrame, title: str, path):
     learned = learned_by_variant(df)
     n = runs_of(df)["variant"].nunique()
     has_acc = not metric_rows(df, "accuracy").empty
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(13 if has_acc else 7, 0.55 * n + 2.2),
+    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(13 if has_acc else 7, 0.55 * n + 3.2),
                              squeeze=False, layout="constrained")
     left = axes[0, 0]
     bar_panel(left, df, "fid", learned, log=True)
@@ -117,18 +119,23 @@ def fid_bars(df: pd.DataFrame, title: str, path):
         left.axvline(noise / LEARNED_FACTOR, color="#de2d26", ls=":", lw=1,
                      label=f"learned threshold (noise / {LEARNED_FACTOR})")
     paper_points(left, df)
-    left.legend(loc="best", fontsize="small", framealpha=0.9)
+    legend_below(left)
     left.set(xlabel=f"{fid_label(df)}, lower is better (log scale)", ylabel="", title="FID")
     if has_acc:
         right = axes[0, 1]
         bar_panel(right, df, "accuracy", learned, log=False)
         reference_lines(right, df, "accuracy", vertical=True, fmt=".3f")
         right.axvline(CHANCE, color="grey", ls=":", lw=1.2, label=f"chance ({CHANCE})")
-        right.set(xlim=(0, 1), xlabel="conditional accuracy (feature net agrees with the label), higher is better",
-                  ylabel="", title="accuracy")
-        right.legend(loc="best", fontsize="small", framealpha=0.9)
+        right.set(xlim=(0, 1), xlabel="conditional accuracy, higher is better", ylabel="",
+                  title="accuracy (feature net's class = the label)")
+        legend_below(right)
     fig.suptitle(title)
     save(fig, path)
+
+
+def legend_below(ax):
+    """The legend under the panel: inside, it would hide bars or seeds."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize="small", frameon=False)
 
 
 def paper_points(ax, df: pd.DataFrame):
@@ -145,7 +152,7 @@ def paper_points(ax, df: pd.DataFrame):
 def fid_vs_gmacs(df: pd.DataFrame, title: str, path):
     """Mean FID with its t interval against the GMACs of one forward pass, one point per variant."""
     fid = metric_rows(df)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), layout="constrained")
     if fid["gmacs"].notna().any():
         m = intervals(fid, keys=("order", "variant", "label", "gmacs"))
         colors = sns.color_palette("colorblind", len(m))
@@ -154,7 +161,7 @@ def fid_vs_gmacs(df: pd.DataFrame, title: str, path):
                         label=r["label"])
         reference_lines(ax, df, "fid", vertical=False, fmt=".3g")
         ax.set_yscale("log")  # real data and noise are orders of magnitude apart
-        ax.legend(fontsize="small", loc="best")
+        legend_below(ax)
     else:
         ax.text(0.5, 0.5, "no GMACs recorded (model_info.json)", ha="center", transform=ax.transAxes)
     ax.set(xlabel="GMACs per forward pass (batch 1)", ylabel=f"{fid_label(df)} (log scale)", title=title)
@@ -225,7 +232,8 @@ def save(fig, path):
     plt.close(fig)
 
 
-def make_figures(df: pd.DataFrame, title: str, out: dict, grids: list[str], curves: pd.DataFrame | None = None):
+def make_figures(df: pd.DataFrame, title: str, out: dict, grids: list[str],
+                 curves: pd.DataFrame | None = None):
     """Write every figure of FIGURES to its PNG path in `out`."""
     sns.set_theme(style="whitegrid", context="notebook")
     fid_bars(df, title, out["fid_bars"])

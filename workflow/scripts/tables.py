@@ -39,10 +39,10 @@ def reference_of(df: pd.DataFrame, kind: str) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per variant and metric of the runs: mean, std (ddof 1), 95% t interval (lo, hi), n seeds, params, GMACs."""
+    """Per variant and metric of the runs: mean, std (ddof 1), t interval (lo, hi), n seeds, params, GMACs."""
     runs = runs_of(df)
     rows = []
-    for (order, variant, label, metric), g in runs.groupby(["order", "variant", "label", "metric"], sort=True):
+    for (order, variant, label, metric), g in runs.groupby(["order", "variant", "label", "metric"]):
         mean, lo, hi, n = t_interval(g["value"], LEVEL)
         rows.append({"order": order, "variant": variant, "label": label, "metric": metric, "mean": mean,
                      "std": g["value"].std(), "lo": lo, "hi": hi, "n": n})
@@ -81,7 +81,7 @@ def by_seed(df: pd.DataFrame, variant: str, metric: str = "fid") -> dict:
 
 def sample_counts(df: pd.DataFrame) -> pd.Series:
     """N of each row: the protocol's num_samples (what the metrics saw), else the run's num_samples."""
-    n = df["protocol.num_samples"] if "protocol.num_samples" in df.columns else pd.Series(float("nan"), df.index)
+    n = df.get("protocol.num_samples", pd.Series(float("nan"), df.index))
     return n.fillna(df["num_samples"]) if "num_samples" in df.columns else n
 
 
@@ -134,7 +134,7 @@ def variant_rows(df: pd.DataFrame, shown: list[str]) -> list[dict]:
         for m in shown:
             row[METRICS[m]] = DASH
             if m in s.index:
-                row[METRICS[m]] = interval_cell(s.at[m, "mean"], s.at[m, "lo"], s.at[m, "hi"], DIGITS.get(m, 2))
+                row[METRICS[m]] = interval_cell(*s.loc[m, ["mean", "lo", "hi"]], DIGITS.get(m, 2))
         fid = by_seed(runs, variant)
         row["ΔFID vs prev"] = delta_cell(paired_delta(by_seed(runs, order[i - 1]), fid)) if i else DASH
         row["ΔFID vs first"] = delta_cell(paired_delta(by_seed(runs, order[0]), fid)) if i else DASH
@@ -209,9 +209,9 @@ def notes(df: pd.DataFrame, paper_source: str) -> list[str]:
         f"ΔFID vs prev / vs first: FID of the row minus FID of the previous / the first roadmap row, paired "
         f"by seed (seeds both rows ran), mean [{pct} t interval]; {MARK} marks an interval that excludes 0 "
         "(negative: the row is better).",
-        "FID seed sd: standard deviation of FID between seeds. FID sample-noise floor: mean over seeds of the "
-        "bootstrap standard deviation of FID over a run's own samples; where the two are alike, seeds differ "
-        "no more than resampling the same images does.",
+        "FID seed sd: standard deviation of FID between seeds. FID sample-noise floor: mean over seeds of "
+        "the bootstrap standard deviation of FID over a run's own samples; where the two are alike, seeds "
+        "differ no more than resampling the same images does.",
     ]
     if math.isnan(noise):
         out.append(f"Learned: needs the uniform-noise row (a run has learned when its FID is at least "
@@ -219,10 +219,11 @@ def notes(df: pd.DataFrame, paper_source: str) -> list[str]:
     else:
         out.append(f"Learned: a run has learned when its FID is at least {LEARNED_FACTOR}× below the FID of "
                    f"uniform noise at the same N (noise FID {noise:.2f} at N = {noise_n:.0f}: threshold "
-                   f"{noise / LEARNED_FACTOR:.2f}); 'k/n seeds' counts those that have, '{DASH}' a different N.")
+                   f"{noise / LEARNED_FACTOR:.2f}); 'k/n seeds' counts those that have, '{DASH}' a different "
+                   "N.")
     if is_reference(df).any():
-        out.append("Reference rows: real test images and uniform noise, scored by the same protocol at the same N "
-                   "(one value, no seed): the best and the worst a row can be.")
+        out.append("Reference rows: real test images and uniform noise, scored by the same protocol at the "
+                   "same N (one value, no seed): the best and the worst a row can be.")
     if "protocol.meaningful" in df.columns and (df["protocol.meaningful"].astype(str) == "False").any():
         out.append("Some features are not meaningful for this data (protocol.meaningful false): "
                    "compare the order of the rows only.")
