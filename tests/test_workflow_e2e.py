@@ -23,7 +23,7 @@ scales:
       preset: tiny-dimr-2r
       diffusion: {loss: {type: dimr-multiscale}}
       train: {total_kimg: 0.5, batch_size: 32, log_kimg: 0.1, checkpoint_kimg: 0.25}
-      sample: {num_samples: 50, grid: 16, sampler: {steps: 4}}
+      sample: {num_samples: 50, grid: 16, snapshot_samples: 20, sampler: {steps: 4}}
       evaluate: {num_pr: 40}
 variants:
   dimr:
@@ -45,14 +45,21 @@ def micro_workdir(root: Path) -> Path:
 def check_micro_results(workdir: Path):
     """The table, its renderings and the figures of a finished micro study."""
     df = pd.read_csv(workdir / "results" / "micro.csv")
-    assert set(df["variant"]) == {"dimr"} and set(df["seed"]) == {0}
-    fid = df.loc[df["metric"] == "fid", "value"]
+    refs, runs = df[df["reference"].notna()], df[df["reference"].isna()]
+    assert set(runs["variant"]) == {"dimr"} and set(runs["seed"]) == {0}
+    fid = runs.loc[runs["metric"] == "fid", "value"]
     assert len(fid) == 1 and 0 < fid.iloc[0] < 1e4
+    # The reference rows are scored by the same protocol at the same N: real images beat noise.
+    ref_fid = refs[refs["metric"] == "fid"].set_index("reference")["value"]
+    assert ref_fid["real-test"] * 10 < ref_fid["uniform-noise"]
+    assert {"accuracy", "fid_boot_std"} <= set(runs["metric"])
+    curves = pd.read_csv(workdir / "results" / "micro_curves.csv")
+    assert len(curves) == 1 and curves["num_samples"].iloc[0] == 20  # no snapshot in 0.5 kimg: final only
     assert (df["protocol.extractor"] == "fmnist-net").all() and (df["protocol.num_samples"] == 50).all()
     assert df["params"].iloc[0] > 0 and df["gmacs"].iloc[0] > 0
     assert "| DiMR-2R " in (workdir / "results" / "micro.md").read_text()
     assert r"\toprule" in (workdir / "results" / "micro.tex").read_text()
-    for fig in ("fid_bars", "fid_vs_gmacs", "training", "samples"):
+    for fig in ("fid_bars", "fid_vs_gmacs", "fid_curve", "samples"):
         assert (workdir / "reports" / "micro" / f"{fig}.png").stat().st_size > 10_000, fig
 
 

@@ -139,7 +139,11 @@ def baseline_prepared(wildcards) -> list[str]:
 
 
 def reference_dirs(wildcards) -> list[str]:
-    return [f"runs/{wildcards.study}/{SCALE}/_reference/{kind}" for kind in REFERENCE_KINDS[SCALE]]
+    """Reference-row folders of a study; real test images only where the data set has a test split."""
+    cfg = RUNS[study_runs(wildcards)[0]]
+    fmnist = cfg is None or cfg["data"]["type"] == "fashion-mnist"
+    kinds = [k for k in REFERENCE_KINDS[SCALE] if fmnist or k != "real-test"]
+    return [f"runs/{wildcards.study}/{SCALE}/_reference/{kind}" for kind in kinds]
 
 
 def reference_meta(wildcards) -> list[dict]:
@@ -194,11 +198,11 @@ def all_targets() -> list[str]:
     return [f for s in config["studies"] for f in study_outputs(s)]
 
 
-FIGURES = ("fid_bars", "fid_vs_gmacs", "training", "samples")  # workflow/scripts/figures.py
+FIGURES = ("fid_bars", "fid_vs_gmacs", "fid_curve", "samples")  # workflow/scripts/figures.py
 
 
 def study_outputs(study: str) -> list[str]:
-    return [f"results/{study}.{ext}" for ext in ("csv", "md", "tex")] + [
+    return [f"results/{study}{ext}" for ext in (".csv", ".md", ".tex", "_summary.csv", "_curves.csv")] + [
         f"reports/{study}/{fig}.png" for fig in FIGURES]
 
 

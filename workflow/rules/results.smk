@@ -6,14 +6,18 @@ rule aggregate:
         metrics=study_files_of("metrics.json"),
         configs=study_files_of("config.json"),
         info=f"runs/{{study}}/{SCALE}/model_info.json",
+        curves=study_files_of("curve.json"),
+        references=reference_metrics,
     output:
         report("results/{study}.csv", caption="../report/table_csv.rst", category="{study}",
                subcategory="tables", labels={"study": "{study}", "item": "long table (CSV)"}),
+        curves="results/{study}_curves.csv",
     log:
         "logs/results/{study}.aggregate.log",
     params:
         runs=run_meta,
         study=study_meta,
+        references=reference_meta,
     localrule: True
     script:
         "../scripts/aggregate.py"
@@ -25,6 +29,7 @@ rule tables:
     output:
         md="results/{study}.md",
         tex="results/{study}.tex",
+        summary="results/{study}_summary.csv",
         html=report("reports/{study}/table.html", caption="../report/table.rst", category="{study}",
                     subcategory="tables", labels={"study": "{study}", "item": "table"}),
     log:
@@ -40,6 +45,7 @@ rule figures:
     input:
         table="results/{study}.csv",
         grids=study_files_of("grid.png"),
+        curves="results/{study}_curves.csv",
     output:
         **{fig: report(f"reports/{{study}}/{fig}.png", caption=f"../report/{fig}.rst", category="{study}",
                        subcategory="figures", labels={"study": "{study}", "item": fig})
