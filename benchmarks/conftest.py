@@ -50,6 +50,8 @@ def pytest_addoption(parser):
                 help="timed rounds per benchmark (default: training 5; sampling GPU 1, CPU 2)")
     g.addoption("--bench-threads", type=int, default=None,
                 help="CPU threads (torch.set_num_threads); 1 is steadier on a machine shared with other jobs")
+    g.addoption("--bench-resolution", type=int, default=None,
+                help="input side of every preset (default: the preset's own; 16 = the tiny recipe's)")
     g.addoption("--bench-dir", default=RESULTS_DIR, help=f"where the JSON goes (default {RESULTS_DIR})")
 
 
@@ -136,6 +138,7 @@ class BenchSession:
         d = defaults(config)
         self.rounds = config.getoption("bench_rounds") or d["rounds"]
         self.train_batch = config.getoption("bench_batch") or d["train_batch"]
+        self.resolution = config.getoption("bench_resolution")
         self.fit_train_batch = self.cuda and not config.getoption("bench_batch")
         self.sample_batch, self.guidance = d["sample_batch"], d["guidance"]
         self.sample_rounds = config.getoption("bench_rounds") or d["sample_rounds"]
@@ -159,7 +162,7 @@ class BenchSession:
 
         p = PRESETS[preset]
         spec = {"preset": preset, "recipe": "tiny-fmnist",
-                "model": {"in_channels": p["in_channels"], "resolution": p["resolution"],
+                "model": {"in_channels": p["in_channels"], "resolution": self.resolution or p["resolution"],
                           "num_classes": p["num_classes"]},
                 "train": {"precision": "bf16" if self.cuda else "fp32"}}
         return resolve_run_config(deep_merge(spec, sections))
@@ -176,7 +179,8 @@ class BenchSession:
 
     def record(self, benchmark, **info):
         """Save `info` (and the device) as the benchmark's extra_info, floats to 6 significant digits."""
-        base = {"device": self.device.type, "gpu": self.gpu, "threads": torch.get_num_threads()}
+        base = {"device": self.device.type, "gpu": self.gpu, "threads": torch.get_num_threads(),
+                "resolution_override": self.resolution}
         info = {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in info.items()}
         benchmark.extra_info.update({**base, **info})
 

@@ -13,8 +13,8 @@ from stats_intervals import paired_delta, t_interval
 
 # Metrics shown, in column order, with the direction that is better; others stay in the CSV only.
 METRICS = {"fid": "FID ↓", "accuracy": "Accuracy ↑", "is_mean": "IS ↑", "precision": "Precision ↑",
-           "recall": "Recall ↑", "clean_fid": "clean-FID ↓"}
-DIGITS = {"precision": 3, "recall": 3, "accuracy": 3}  # the others: 2
+           "recall": "Recall ↑", "clean_fid_rel_diff": "clean-fid rel. diff."}
+DIGITS = {"precision": 3, "recall": 3, "accuracy": 3, "clean_fid_rel_diff": 4}  # the others: 2
 LEVEL = 0.95
 MARK = "*"  # after a ΔFID whose interval excludes 0
 LEARNED_FACTOR = 10  # a run has learned when its FID is at least this many times below uniform noise's
@@ -224,6 +224,10 @@ def notes(df: pd.DataFrame, paper_source: str) -> list[str]:
     if is_reference(df).any():
         out.append("Reference rows: real test images and uniform noise, scored by the same protocol at the "
                    "same N (one value, no seed): the best and the worst a row can be.")
+    if (df["metric"] == "clean_fid_rel_diff").any():
+        out.append("clean-fid rel. diff.: |clean-fid's FID − ours| / ours on the same images (clean-fid's "
+                   "compute_fid with this feature net, through PNG files), a cross-check of the FID code; "
+                   "protocol.clean_fid.clean_fid_agrees in the CSV flags a difference above its tolerance.")
     if "protocol.meaningful" in df.columns and (df["protocol.meaningful"].astype(str) == "False").any():
         out.append("Some features are not meaningful for this data (protocol.meaningful false): "
                    "compare the order of the rows only.")
