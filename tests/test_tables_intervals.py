@@ -56,3 +56,19 @@ def test_paired_delta_is_significant_when_the_interval_excludes_zero():
 def test_paired_delta_of_one_pair_is_not_significant():
     d = si.paired_delta({0: 10.0, 1: 3.0}, {0: 4.0})
     assert d["n"] == 1 and d["mean"] == -6.0 and math.isnan(d["lo"]) and d["significant"] is False
+
+
+def test_learned_and_meaningful_follow_the_noise_row_at_the_same_n():
+    import aggregate
+    import pandas as pd
+
+    def row(run_dir, fid, n, reference=None):
+        return {"run_dir": run_dir, "metric": "fid", "value": fid, "reference": reference,
+                "num_samples": n, "protocol.num_samples": n, "protocol.meaningful": True}
+
+    df = pd.DataFrame([row("noise", 300.0, 100, "uniform-noise"), row("a", 20.0, 100), row("b", 31.0, 100),
+                       row("c", 5.0, 50)])
+    out = aggregate.with_learned(df).set_index("run_dir")
+    assert out.at["a", "learned"] is True and out.at["b", "learned"] is False  # threshold 300 / 10 = 30
+    assert out.at["a", "meaningful"] and not out.at["b", "meaningful"]
+    assert pd.isna(out.at["c", "learned"]) and out.at["c", "meaningful"]  # other N: cannot be tested

@@ -16,7 +16,7 @@ import pandas as pd
 # Columns in front; the protocol columns (protocol.<key>) follow in sorted order.
 COLUMNS = ["study", "scale", "variant", "label", "order", "seed", "reference", "metric", "value", "params",
            "gmacs", "paper_fid", "paper_params", "preset", "recipe", "train_kimg", "batch_size",
-           "num_samples", "run_dir"]
+           "num_samples", "run_dir"]  # then learned, meaningful (with_learned), then protocol.*
 # The curve table: one row per run × training snapshot, the curve's protocol columns after these.
 CURVE_COLUMNS = ["study", "scale", "variant", "label", "order", "seed", "kimg", "fid", "accuracy",
                  "num_samples", "run_dir"]
@@ -99,7 +99,19 @@ def aggregate(runs: list[dict], study: dict, model_info: dict, references: list[
     if not rows:
         raise SystemExit(f"aggregate: no metrics found for study {study['study']}")
     rows += [row for ref in references for row in reference_rows(ref, study)]
-    return ordered(pd.DataFrame(rows), COLUMNS, ["order", "seed", "metric"])
+    return with_learned(ordered(pd.DataFrame(rows), COLUMNS, ["order", "seed", "metric"]))
+
+
+def with_learned(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns `learned` (the table's not-learned rule against the noise row; empty where untestable)
+    and `meaningful`: the extractor suits the data AND the run learned something."""
+    from tables import learned_runs  # the rule is the table's; one definition
+
+    verdict = learned_runs(df)
+    df["learned"] = df["run_dir"].map(lambda d: verdict.get(d)).astype(object)
+    extractor_ok = df.get("protocol.meaningful", pd.Series(True, index=df.index)).astype(str) != "False"
+    df["meaningful"] = extractor_ok & df["learned"].map(lambda v: v is not False)
+    return df
 
 
 def ordered(df: pd.DataFrame, columns: list[str], keys: list[str]) -> pd.DataFrame:
