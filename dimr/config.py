@@ -134,7 +134,8 @@ class SampleConfig:
 # Recipes: complete defaults for a scale; a spec lists only what differs.
 
 RECIPES = {
-    # The embedded default: Fashion-MNIST down-sampled to 16×16, 2 CPU cores, 1.5-3 minutes of training per run.
+    # The embedded default: Fashion-MNIST down-sampled to 16×16 on 2 CPU cores, 1.5-3 minutes of training
+    # per run.
     # Chosen by tools/recipe_search.py on run seeds 100+ and sample seeds 1,000,000+ (docs/TINY_RECIPE.md);
     # the studies use run seeds 0-9 and sample seeds 0..N.
     "tiny-fmnist": {

@@ -141,7 +141,9 @@ __all__ = [
     "DataConfig",
     "FashionMNIST",
     "build_dataset",
+    "check_resolution",
     "dataset_shape",
+    "fit_resolution",
     "load_fashion_mnist",
     "validate_data_config",
 ]

@@ -50,7 +50,8 @@ def fidelity_kwargs(**kw) -> dict:
 
 def isc_chunks(n: int, split_size: int = IS_SPLIT_SIZE) -> list[tuple[int, int]]:
     """(start, stop) of ADM's IS chunks: `for i in range(0, N, 5000)`, the trailing partial one included."""
-    # ADM evaluator, evaluator.py compute_inception_score: preds[i : i + split_size] for i in range(0, N, split_size)
+    # ADM evaluator, evaluator.py compute_inception_score:
+    # preds[i : i + split_size] for i in range(0, N, split_size)
     return [(i, min(i + split_size, n)) for i in range(0, n, split_size)]
 
 
@@ -226,7 +227,7 @@ def check_reference(ref: Stats, extractor: Extractor) -> None:
 
 def reference_pr_features(ref: Stats, extractor: Extractor, num: int | None = None,
                           batch_size: int = 64) -> np.ndarray:
-    """The first `num` reference features (None: all) for precision/recall: kept in our file, or from ADM's arr_0.
+    """The first `num` reference features (None: all) for precision/recall: ours, or ADM's arr_0.
 
     Fewer than `num` available: all of them (the caller records how many were used).
     """
@@ -259,7 +260,8 @@ def metrics_from_features(feats: Features, ref: Stats, metrics=METRICS, ref_pr: 
         gen = feats.stats.features()
         gen = gen[:num_pr] if gen is not None else None
         if gen is None or ref_pr is None or min(len(gen), len(ref_pr)) <= prc_neighborhood:
-            raise ConfigError(f"precision/recall needs more than prc_neighborhood={prc_neighborhood} features "
+            raise ConfigError(f"precision/recall needs more than prc_neighborhood={prc_neighborhood} "
+                              "features "
                               f"per side, got {0 if gen is None else len(gen)} generated and "
                               f"{0 if ref_pr is None else len(ref_pr)} reference")
         kw = fidelity_kwargs(prc_neighborhood=prc_neighborhood)

@@ -217,7 +217,8 @@ def train_fidnet(out_dir, epochs: int = 2, seed: int = 0, num_train: int | None 
         "weights": WEIGHTS_FILE, "sha256": sha256_file(weights), "test_accuracy": acc,
         "epochs": epochs, "seed": seed, "num_train": num_train, "num_test": num_test,
         "batch_size": batch_size, "lr": lr,
-        "feature_dim": net.arch["feature_dim"], "resolution": resolution, "train_seconds": round(train_seconds, 2),
+        "feature_dim": net.arch["feature_dim"], "resolution": resolution,
+        "train_seconds": round(train_seconds, 2),
         "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "data_root": str(root),
     }

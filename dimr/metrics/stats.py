@@ -74,7 +74,7 @@ def fid_from_stats(mu1, sigma1, mu2, sigma2) -> float:
 
 
 def fid_bootstrap(features: np.ndarray, mu_ref, sigma_ref, num: int, seed: int = 0) -> np.ndarray:
-    """FIDs of `num` resamples (with replacement, same size) of the generated features against one reference."""
+    """FIDs of `num` resamples (with replacement, same size) of generated features against one reference."""
     x = np.asarray(features, np.float64)
     rng = np.random.default_rng(seed)
     out = np.empty(num)
@@ -119,7 +119,7 @@ def save_stats(path, stats: FeatureStats, meta: dict) -> Path:
 
 
 def load_stats(path, sha256: str | None = None) -> Stats:
-    """Load our statistics file or an ADM reference batch; mu/sigma are cast to float64 (as ADM's evaluator)."""
+X
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"reference statistics not found: {path}; make them with `dimr reference "
