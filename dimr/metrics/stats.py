@@ -119,7 +119,7 @@ def save_stats(path, stats: FeatureStats, meta: dict) -> Path:
 
 
 def load_stats(path, sha256: str | None = None) -> Stats:
-X
+    """Load our statistics file or an ADM reference batch; mu/sigma cast to float64 (as ADM's evaluator)."""
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"reference statistics not found: {path}; make them with `dimr reference "
