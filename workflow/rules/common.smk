@@ -31,7 +31,8 @@ SITE = deep_merge(PREPARED_SITE, config["site"])
 
 
 wildcard_constraints:
-    study=r"[a-z0-9][a-z0-9_-]*",
+    # results/<study>_summary.csv and _curves.csv are not studies of their own
+    study=r"[a-z0-9](?:(?!_summary|_curves)[a-z0-9_-])*",
     scale=r"tiny|paper",
     variant=r"[a-z0-9][a-z0-9_.-]*",
     kind=r"real-test|uniform-noise",
