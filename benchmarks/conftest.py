@@ -160,9 +160,14 @@ class BenchSession:
         from dimr.config import deep_merge, resolve_run_config
         from dimr.models import PRESETS
 
+        from dimr.config import RECIPES
+
         p = PRESETS[preset]
+        # Fashion-MNIST presets run at the tiny recipe's data resolution (what `dimr estimate` costs).
+        fmnist = (p["in_channels"], p["num_classes"]) == (1, 10)
+        side = self.resolution or (RECIPES["tiny-fmnist"]["data"]["resolution"] if fmnist else p["resolution"])
         spec = {"preset": preset, "recipe": "tiny-fmnist",
-                "model": {"in_channels": p["in_channels"], "resolution": self.resolution or p["resolution"],
+                "model": {"in_channels": p["in_channels"], "resolution": side,
                           "num_classes": p["num_classes"]},
                 "train": {"precision": "bf16" if self.cuda else "fp32"}}
         return resolve_run_config(deep_merge(spec, sections))

@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from dimr import estimate, perf
+from dimr.config import RECIPES
 from dimr.errors import MissingFileError
 from dimr.models import resolve_model_config
 from dimr.models.counting import count_gmacs
 
 TRAIN_IMG_S, S_PER_EVAL, EXTRACT_IMG_S = 100.0, 1e-3, 1000.0
+TINY = RECIPES["tiny-fmnist"]
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "dpmpp-2m", "heun"])
@@ -31,7 +33,7 @@ def test_network_evaluations_match_the_samplers(sampler):
 @pytest.fixture(scope="module")
 def bench_file(tmp_path_factory):
     """A benchmark JSON that measured tiny-dimr only: 100 img/s training, 1 ms per image-evaluation."""
-    cfg = resolve_model_config("tiny-dimr")
+    cfg = resolve_model_config("tiny-dimr", {"resolution": TINY["data"]["resolution"]})  # as benchmarked
     path = tmp_path_factory.mktemp("bench") / "cpu-2t-abc-1.json"
     gflops = perf.train_flops_per_image(cfg) / 1e9
     rows = [
@@ -53,10 +55,11 @@ def test_measured_preset_costs_images_over_throughput(bench_file):
     c = est.cost({"preset": "tiny-dimr", "recipe": "tiny-fmnist", "train": {"total_kimg": 36.0}})
     assert c.basis == "measured"
     assert c.train_h == pytest.approx(36_000 / TRAIN_IMG_S / 3600)
-    # tiny-fmnist samples 2000 images with dpmpp-2m, 20 steps, no guidance; fmnist-net features.
-    assert c.nfe == 20
-    assert c.sample_h == pytest.approx(2000 * 20 * S_PER_EVAL / 3600)
-    assert c.eval_h == pytest.approx(2000 / EXTRACT_IMG_S / 3600)
+    # tiny-fmnist: N images with dpmpp-2m (one evaluation per step), no guidance; fmnist-net features.
+    n, steps = TINY["sample"]["num_samples"], TINY["sample"]["sampler"]["steps"]
+    assert c.nfe == steps
+    assert c.sample_h == pytest.approx(n * steps * S_PER_EVAL / 3600)
+    assert c.eval_h == pytest.approx(n / EXTRACT_IMG_S / 3600)
     assert c.total_h == pytest.approx(c.train_h + c.sample_h + c.eval_h)
     compiled = estimate.Estimator(estimate.Throughput.load(bench_file, compiled=True))
     fast = compiled.cost({"preset": "tiny-dimr", "train": {"total_kimg": 36.0}})
@@ -73,9 +76,10 @@ def test_guidance_doubles_sampling_and_heun_costs_more_evaluations(bench_file):
 def test_unmeasured_and_overridden_models_scale_by_flops(bench_file):
     tp = estimate.Throughput.load(bench_file)
     est = estimate.Estimator(tp)
-    dimr_flops = est.flops(resolve_model_config("tiny-dimr"))[0]  # counted by perf.train_flops_per_image
+    side = {"resolution": TINY["data"]["resolution"]}  # the recipe's input, as the runs see it
+    dimr_flops = est.flops(resolve_model_config("tiny-dimr", side))[0]  # perf.train_flops_per_image
     uvit = est.cost({"preset": "tiny-uvit", "train": {"total_kimg": 10.0}})
-    uvit_flops = est.flops(resolve_model_config("tiny-uvit"))[0]
+    uvit_flops = est.flops(resolve_model_config("tiny-uvit", side))[0]
     assert uvit.basis == "median TFLOP/s"
     assert uvit.train_h == pytest.approx(10_000 * uvit_flops / (TRAIN_IMG_S * dimr_flops) / 3600)
     deeper = est.cost({"preset": "tiny-dimr", "model": {"depths": [9, 2, 2]}, "train": {"total_kimg": 10.0}})

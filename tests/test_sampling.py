@@ -1,5 +1,6 @@
 """Sampling: one seed per image, so batch size and process count do not change the sample set."""
 
+import json
 import os
 import socket
 import subprocess
@@ -48,7 +49,8 @@ def test_noise_and_label_depend_only_on_the_seed():
 def test_sample_set_is_independent_of_batch_size(finished_run, tmp_path):
     a = sample(finished_run, tmp_path / "a.npz", "--batch", "12")
     b = sample(finished_run, tmp_path / "b.npz", "--batch", "5")
-    assert a["arr_0"].shape == (N, 32, 32, 1) and a["arr_0"].dtype == np.uint8
+    side = json.loads((finished_run / "config.json").read_text())["data"]["resolution"]
+    assert a["arr_0"].shape == (N, side, side, 1) and a["arr_0"].dtype == np.uint8
     assert np.array_equal(a["seeds"], np.arange(N))
     assert np.array_equal(a["labels"], np.arange(N) % 10)
     # Bit-equal except where float reductions over a different batch shape flip a rounding.

@@ -13,7 +13,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 STUDIES = sorted(p.stem for p in (REPO / "ablations").glob("*.yaml"))
-PER_RUN = ("run_config", "train", "sample", "evaluate")  # jobs of one (variant, seed)
+PER_RUN = ("run_config", "train", "sample", "curve", "evaluate")  # jobs of one (variant, seed)
+PER_REFERENCE = ("baseline", "evaluate_baseline")  # jobs of one reference row of a study
+REFERENCES = {"tiny": 2, "paper": 1}  # real test images and uniform noise; ImageNet: noise only
 PER_STUDY = ("model_info", "aggregate")  # jobs of one study, targets results/<study>.csv
 
 
@@ -50,9 +52,10 @@ def planned_jobs(text: str) -> Counter:
 
 
 def study_size(study: str, scale: str) -> int:
-    """Number of runs (variants × seeds) a study file declares at a scale."""
+    """Number of runs (variants × seeds) a study file declares at a scale, under config `max_seeds`."""
     s = yaml.safe_load((REPO / "ablations" / f"{study}.yaml").read_text())
-    return len(s["variants"]) * len(s["scales"][scale].get("seeds", [0]))
+    max_seeds = yaml.safe_load((REPO / "config" / "config.yaml").read_text()).get("max_seeds")
+    return len(s["variants"]) * len(s["scales"][scale].get("seeds", [0])[:max_seeds])
 
 
 # The lints Snakemake 9 still prints, each a deliberate choice:
@@ -86,10 +89,13 @@ def test_dry_run_plans_every_study(scale, workdir):
             assert jobs[rule, study] == runs, (rule, study, scale)
         for rule in PER_STUDY:
             assert jobs[rule, study] == 1, (rule, study, scale)
+        for rule in PER_REFERENCE:
+            assert jobs[rule, study] == REFERENCES[scale], (rule, study, scale)
     # Fashion-MNIST's feature net and reference statistics: once, and only for the tiny scale.
     prepared = 1 if scale == "tiny" else 0
     assert jobs["fidnet", None] == prepared and jobs["reference", None] == prepared
-    expected = sum(study_size(s, scale) * len(PER_RUN) + len(PER_STUDY) for s in STUDIES) + 2 * prepared
+    expected = sum(study_size(s, scale) * len(PER_RUN) + len(PER_STUDY) + len(PER_REFERENCE) * REFERENCES[scale]
+                   for s in STUDIES) + 2 * prepared
     assert sum(jobs.values()) == expected
     print(f"\nsnakemake -n, all {len(STUDIES)} studies at {scale} scale: {expected} jobs in {seconds:.1f} s")
     assert seconds < 60
@@ -98,7 +104,7 @@ def test_dry_run_plans_every_study(scale, workdir):
 def test_default_target_and_table1_dry_run_answer_in_seconds(workdir):
     out, seconds = snakemake("-n", "results/table1.csv", workdir=workdir)
     jobs = planned_jobs(out.stdout)
-    assert jobs["train", "table1"] == study_size("table1", "tiny") == 18
+    assert jobs["train", "table1"] == study_size("table1", "tiny") == 12  # 6 rows × 2 of 3 seeds
     print(f"\nsnakemake -n results/table1.csv: {sum(jobs.values())} jobs in {seconds:.1f} s")
     assert seconds < 30
     out, _ = snakemake("-n", workdir=workdir)  # rule all: tables and figures of config `studies` (table1)
@@ -142,7 +148,7 @@ variants:
     # unknown preset (dimr.models via resolve_run_config)
     (("a: {label: A}", "a: {label: A, spec: {preset: tiny-nope}}"), "variants.a.spec", "tiny-dimr"),
     # patch size that does not divide the resolution (32)
-    (("a: {label: A}", "a: {label: A, spec: {model: {patch_size: 5}}}"), "variants.a.spec", "divide 32"),
+    (("a: {label: A}", "a: {label: A, spec: {model: {patch_size: 5}}}"), "variants.a.spec", "divide 16"),
     # unknown key inside a section (dimr.config via the owning package)
     (("a: {label: A}", "a: {label: A, tiny: {train: {lr_typo: 1}}}"), "variants.a.tiny", "valid keys"),
 ])

@@ -56,7 +56,7 @@ def check_micro_results(workdir: Path):
     curves = pd.read_csv(workdir / "results" / "micro_curves.csv")
     assert len(curves) == 1 and curves["num_samples"].iloc[0] == 20  # no snapshot in 0.5 kimg: final only
     assert (df["protocol.extractor"] == "fmnist-net").all() and (df["protocol.num_samples"] == 50).all()
-    assert df["params"].iloc[0] > 0 and df["gmacs"].iloc[0] > 0
+    assert runs["params"].iloc[0] > 0 and runs["gmacs"].iloc[0] > 0
     assert "| DiMR-2R " in (workdir / "results" / "micro.md").read_text()
     assert r"\toprule" in (workdir / "results" / "micro.tex").read_text()
     for fig in ("fid_bars", "fid_vs_gmacs", "fid_curve", "samples"):
