@@ -5,8 +5,8 @@
 CANDIDATES.yaml maps a candidate name to a run spec (preset, sections); `base:` is merged under
 every candidate. Each candidate trains with run seed 100+ (the studies use 0-9) and is scored on
 sample seeds from 1,000,000 (the studies use 0..N): FID against the train-split statistics, the
-conditional accuracy of the feature net, precision/recall on equal-size sets, CPU seconds. The
-snapshots of every checkpoint are scored too, so one training gives a curve.
+conditional accuracy of the feature net, precision/recall on equal-size sets, CPU seconds.
+(FID over training is the workflow's `dimr curve`, from `train.snapshot_kimg` snapshots.)
 """
 
 import argparse
@@ -20,11 +20,10 @@ import torch
 import yaml
 
 from dimr.config import deep_merge, resolve_run_config, write_run_config
-from dimr.metrics.fidelity import Extractor, extract, metrics_from_features
+from dimr.metrics.fidelity import Extractor, conditional_accuracy, extract, metrics_from_features
 from dimr.metrics.stats import load_stats
-from dimr.models import build_model
-from dimr.sampling.generate import generate_images
-from dimr.training.checkpoint import load_state
+from dimr.sampling.generate import class_label, generate_all, load_network
+from dimr.sampling.grid import save_grid
 from dimr.training.loop import training_loop
 
 SEARCH_SAMPLE_SEED = 1_000_000
@@ -33,12 +32,11 @@ SEARCH_SAMPLE_SEED = 1_000_000
 def score(net, cfg, extractor, ref, num, batch=250):
     seeds = torch.arange(SEARCH_SAMPLE_SEED, SEARCH_SAMPLE_SEED + num)
     t0 = time.process_time()
-    images = np.concatenate([generate_images(net, cfg, seeds[i:i + batch]) for i in range(0, num, batch)])
+    images = generate_all(net, cfg, seeds, batch=batch)
     sample_s = time.process_time() - t0
     feats = extract(extractor, images, 250, keep=num)
     out = metrics_from_features(feats, ref, ("fid", "is", "prc"), ref.features[:num], 3, 5000)
-    labels = (seeds % net.num_classes).numpy()
-    out["accuracy"] = float((feats.logits.argmax(1).numpy() == labels).mean())
+    out["accuracy"] = conditional_accuracy(feats.logits, class_label(seeds, net.num_classes).numpy())
     out["sample_cpu_s"] = sample_s
     return out, images
 
@@ -51,7 +49,6 @@ def main():
     p.add_argument("--root", default="work/search")
     p.add_argument("--seeds", type=int, nargs="+", default=[100])
     p.add_argument("--num", type=int, default=1000)
-    p.add_argument("--snapshots", action="store_true", help="also score every kept checkpoint")
     p.add_argument("--fidnet", default="work/fidnet/fidnet.pt")
     p.add_argument("--reference", default="work/reference/fashion-mnist-train.npz")
     args = p.parse_args()
@@ -74,10 +71,7 @@ def main():
             w0 = time.perf_counter()
             training_loop(run_dir, cfg, progress=False)
             train_s, train_wall = time.process_time() - t0, time.perf_counter() - w0
-            net = build_model(cfg["model"]).eval().requires_grad_(False)
-            net.load_state_dict(load_state(run_dir / "network-final.pt", what="network")["ema"])
-            m, images = score(net, cfg, extractor, ref, args.num)
-            from dimr.sampling.grid import save_grid
+            m, images = score(load_network(run_dir), cfg, extractor, ref, args.num)
             save_grid(run_dir / "grid.png", images[:100], (np.arange(100) % 10))
             row = {"name": name, "seed": seed, "kimg": cfg["train"]["total_kimg"], "train_cpu_s": train_s,
                    "train_wall_s": train_wall, "num": args.num, **{k: v for k, v in m.items()},

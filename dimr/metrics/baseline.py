@@ -23,8 +23,7 @@ def baseline_images(kind: str, cfg: dict, n: int) -> tuple[np.ndarray, np.ndarra
     if kind == "real-test":
         if data["type"] != "fashion-mnist":
             raise ConfigError(f"baseline real-test needs a data set with a test split; {data['type']} has "
-                              "none"
-                              "(ImageNet's real-data reference is ADM's reference batch itself)")
+                              "none (ImageNet's real-data reference is ADM's reference batch itself)")
         from dimr.data.fashion_mnist import load_fashion_mnist
         from dimr.metrics.fidnet import pad_to_resolution
 

@@ -8,7 +8,6 @@ seeds of the run's sample set with the run's sampler; the metrics use the run's 
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from dimr.config import git_commit, load_run_config
@@ -33,8 +32,7 @@ def curve_run(run_dir, device="cpu", batch: int = 250) -> dict:
     from dimr.metrics.evaluate import EvaluateConfig
     from dimr.metrics.fidelity import Extractor, check_reference, conditional_accuracy, extract
     from dimr.metrics.stats import fid_from_stats, load_stats
-    from dimr.models import build_model
-    from dimr.sampling.generate import class_label, generate_images
+    from dimr.sampling.generate import class_label, generate_all, network_from_state
     from dimr.training.checkpoint import load_state
 
     run_dir = Path(run_dir)
@@ -52,11 +50,8 @@ def curve_run(run_dir, device="cpu", batch: int = 250) -> dict:
         if state["cur_nimg"] in seen:  # the last snapshot is the final network
             continue
         seen.add(state["cur_nimg"])
-        net = build_model(state["model_config"])
-        net.load_state_dict(state["ema"])
-        net = net.to(device).eval().requires_grad_(False)
-        images = np.concatenate([generate_images(net, cfg, seeds[i:i + batch], device)
-                                 for i in range(0, n, batch)])
+        net = network_from_state(state, "ema", device)
+        images = generate_all(net, cfg, seeds, device, batch)
         feats = extract(extractor, images, batch)
         labels = class_label(seeds, net.num_classes).numpy()
         points.append({"kimg": state["cur_nimg"] / 1000, "fid": fid_from_stats(*feats.stats.mu_sigma(),

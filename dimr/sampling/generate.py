@@ -22,15 +22,19 @@ def image_noise(seeds, shape, dtype=torch.float32) -> torch.Tensor:
 
 def load_network(run_dir, ema: bool = True, device="cpu") -> torch.nn.Module:
     """The finished network of a run (EMA weights by default), in eval mode."""
-    from dimr.models import build_model
-
     path = Path(run_dir) / FINAL_NETWORK
     if not path.exists():
         raise MissingFileError(f"{path} not found: the run has not finished training; "
                                f"run `dimr train {run_dir}` first")
-    state = load_state(path, what="network")
+    return network_from_state(load_state(path, what="network"), "ema" if ema else "model", device)
+
+
+def network_from_state(state: dict, weights: str = "ema", device="cpu") -> torch.nn.Module:
+    """The network of a final-network or snapshot state (its `model_config` and `weights`), in eval mode."""
+    from dimr.models import build_model
+
     net = build_model(state["model_config"])
-    net.load_state_dict(state["ema" if ema else "model"])
+    net.load_state_dict(state[weights])
     return net.to(device).eval().requires_grad_(False)
 
 
@@ -47,6 +51,12 @@ def generate_images(net, cfg: dict, seeds: torch.Tensor, device="cpu", vae=None)
 
         x = decode_latents(vae, x)
     return to_uint8(x)
+
+
+def generate_all(net, cfg: dict, seeds: torch.Tensor, device="cpu", batch: int = 250) -> np.ndarray:
+    """`generate_images` over `seeds` in batches of `batch` (speed only: each image depends on its seed)."""
+    return np.concatenate([generate_images(net, cfg, seeds[i:i + batch], device)
+                           for i in range(0, len(seeds), batch)])
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

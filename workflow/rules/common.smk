@@ -133,10 +133,8 @@ def baseline_like(wildcards) -> str:
 
 
 def baseline_prepared(wildcards) -> list[str]:
-    """Prepared files (feature net, statistics) the reference rows' evaluation needs."""
-    cfg = RUNS[study_runs(wildcards)[0]]
-    values = (cfg or {}).get("evaluate", {}).values()
-    return sorted({v for v in values if isinstance(v, str) and v in PREPARED_FILES})
+    """Prepared files the reference rows' evaluation needs: those of the study's first run."""
+    return prepared_files(RUNS[study_runs(wildcards)[0]])
 
 
 def reference_dirs(wildcards) -> list[str]:
@@ -185,7 +183,11 @@ def external_paths(wildcards) -> list[str]:
 
 def prepared_inputs(wildcards) -> list[str]:
     """Files of the run's evaluate section that a prepare rule builds (feature net, reference statistics)."""
-    cfg = RUNS[run_of(wildcards)]
+    return prepared_files(RUNS[run_of(wildcards)])
+
+
+def prepared_files(cfg: dict | None) -> list[str]:
+    """Paths in a run config's evaluate section that a prepare rule builds (None: an absent data set)."""
     values = (cfg or {}).get("evaluate", {}).values()
     return sorted({v for v in values if isinstance(v, str) and v in PREPARED_FILES})
 

@@ -14,12 +14,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from stats_intervals import t_interval  # noqa: E402
 from tables import (  # noqa: E402  (the not-learned rule and the reference rows are the table's)
     LEARNED_FACTOR,
     LEVEL,
     NOISE,
     REAL,
+    intervals,
     learned_cell,
     learned_runs,
     reference_value,
@@ -44,15 +44,6 @@ def metric_rows(df: pd.DataFrame, metric: str = "fid") -> pd.DataFrame:
 def fid_label(df: pd.DataFrame) -> str:
     extractor = df["protocol.extractor"].dropna().unique() if "protocol.extractor" in df else []
     return f"FID ({extractor[0]} features)" if len(extractor) == 1 else "FID"
-
-
-def intervals(rows: pd.DataFrame, value: str = "value", keys=("order", "variant", "label")) -> pd.DataFrame:
-    """Per group of `keys`: mean, t-interval bounds (NaN for one seed) and n of `value`."""
-    out = []
-    for key, g in rows.groupby(list(keys), sort=True):
-        mean, lo, hi, n = t_interval(g[value], LEVEL)
-        out.append({**dict(zip(keys, key)), "mean": mean, "lo": lo, "hi": hi, "n": n})
-    return pd.DataFrame(out, columns=[*keys, "mean", "lo", "hi", "n"])
 
 
 def error_bars(m: pd.DataFrame) -> np.ndarray:

@@ -38,16 +38,20 @@ def reference_of(df: pd.DataFrame, kind: str) -> pd.DataFrame:
     return df[is_reference(df) & (df.get("reference") == kind)]
 
 
+def intervals(rows: pd.DataFrame, value: str = "value", keys=("order", "variant", "label")) -> pd.DataFrame:
+    """Per group of `keys`: mean, std (ddof 1), t-interval bounds (NaN for one seed) and n of `value`."""
+    out = []
+    for key, g in rows.groupby(list(keys), sort=True):
+        mean, lo, hi, n = t_interval(g[value], LEVEL)
+        out.append({**dict(zip(keys, key)), "mean": mean, "std": g[value].std(), "lo": lo, "hi": hi, "n": n})
+    return pd.DataFrame(out, columns=[*keys, "mean", "std", "lo", "hi", "n"])
+
+
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Per variant and metric of the runs: mean, std (ddof 1), t interval (lo, hi), n seeds, params, GMACs."""
     runs = runs_of(df)
-    rows = []
-    for (order, variant, label, metric), g in runs.groupby(["order", "variant", "label", "metric"]):
-        mean, lo, hi, n = t_interval(g["value"], LEVEL)
-        rows.append({"order": order, "variant": variant, "label": label, "metric": metric, "mean": mean,
-                     "std": g["value"].std(), "lo": lo, "hi": hi, "n": n})
     per_variant = runs.groupby("variant")[["params", "gmacs", "paper_fid", "paper_params"]].first()
-    return pd.DataFrame(rows).join(per_variant, on="variant")
+    return intervals(runs, keys=("order", "variant", "label", "metric")).join(per_variant, on="variant")
 
 
 def number(x, fmt: str) -> str:
