@@ -187,7 +187,7 @@ def prepared_inputs(wildcards) -> list[str]:
 
 
 def prepared_files(cfg: dict | None) -> list[str]:
-    """Paths in a run config's evaluate section that a prepare rule builds (None: an absent data set)."""
+    """Paths in a run config's evaluate section that the prepare stage builds; cfg is None for absent data."""
     values = (cfg or {}).get("evaluate", {}).values()
     return sorted({v for v in values if isinstance(v, str) and v in PREPARED_FILES})
 
