@@ -17,6 +17,9 @@ COMMANDS = {
     "evaluate": ("dimr.metrics.evaluate", "FID / IS / precision-recall of RUN_DIR/samples.npz",
                  "dimr evaluate runs/demo --set evaluate.reference=work/fmnist-train.npz "
                  "--set evaluate.extractor_weights=work/fidnet/fidnet.pt"),
+    "eval": ("dimr.metrics.network_eval", "sample and score a trained network under any sampling/evaluation "
+             "config, beside it in NETWORK_DIR/evals/<hash>",
+             "dimr eval runs/demo --set sample.sampler.steps=8 --set sample.sampler.guidance.scale=0.5"),
     "curve": ("dimr.metrics.curve", "FID and conditional accuracy of every training snapshot",
               "dimr curve runs/demo"),
     "baseline": ("dimr.metrics.baseline", "real-data or noise samples scored by a run's protocol",

@@ -120,7 +120,7 @@ class SampleConfig:
     num_samples: int = 50000          # class balanced: label of image i is i mod num_classes
     seed_start: int = 0               # image i uses seed seed_start + i (one seed per image)
     ema: bool = True                  # sample with the EMA weights
-    npz: bool = True                  # write ADM-style samples.npz (arr_0 N×H×W×C uint8)
+    npz: bool = True                  # `dimr eval` also writes ADM-style samples.npz (for ADM's evaluator)
     grid: int = 100                   # images in grid.png (0 disables)
     snapshot_samples: int = 500       # images per training snapshot in the FID-over-training curve
     sampler: dict = field(default_factory=dict)  # dimr.diffusion.SamplerConfig fields
@@ -149,7 +149,7 @@ RECIPES = {
         "train": {"batch_size": 64, "total_kimg": 100.0, "lr": 2e-3, "betas": [0.9, 0.99],
                   "weight_decay": 0.0, "warmup_kimg": 1.0, "ema_decay": 0.999, "ema_warmup": True,
                   "precision": "fp32", "checkpoint_kimg": 10.0, "log_kimg": 5.0, "snapshot_kimg": 25.0},
-        "sample": {"num_samples": 1000, "grid": 100, "snapshot_samples": 500,
+        "sample": {"num_samples": 1000, "grid": 100, "snapshot_samples": 500, "npz": False,
                    "sampler": {"sampler": "dpmpp-2m", "steps": 16}},
         # Equal-size sets for precision/recall (Kynkäänniemi et al. 2019) at this N; the bootstrap over
         # the sample set is the FID's sample-noise floor; clean-fid recomputes the FID as a cross-check.
@@ -178,6 +178,11 @@ RECIPES = {
 TOP_KEYS = ("name", "seed", "preset", "recipe", "model", "diffusion", "data", "train", "sample",
             "evaluate")
 RESULT_SECTIONS = ("seed", "preset", "model", "diffusion", "data", "train", "sample", "evaluate")
+# A trained network's identity: everything that changes its weights (and the files training writes:
+# checkpoint and snapshot intervals too, since a train job reruns whenever its config changes).
+# Sampling and evaluation are children of a network, with identities of their own.
+TRAIN_SECTIONS = ("seed", "preset", "recipe", "model", "diffusion", "data", "train")
+EVAL_SECTIONS = ("sample", "evaluate")
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -272,6 +277,41 @@ def results_subset(cfg: dict) -> dict:
     return {k: cfg[k] for k in RESULT_SECTIONS if k in cfg}
 
 
+def load_spec(value: str, option: str = "--spec") -> dict:
+    """A mapping given as a YAML/JSON file or as the text itself (the workflow passes JSON text)."""
+    try:
+        text = Path(value).read_text() if len(value) < 4096 and Path(value).is_file() else value
+    except OSError as e:
+        raise ConfigError(f"{option} {value[:80]}: cannot read ({e})") from None
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{option} {value[:80]}: neither a readable file nor YAML/JSON ({e})") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{option} {value[:80]}: no such file, and not a YAML/JSON mapping")
+    return spec
+
+
+def train_subset(cfg: dict) -> dict:
+    """The sections of a run config that define its trained network."""
+    return {k: cfg[k] for k in TRAIN_SECTIONS if k in cfg}
+
+
+def eval_subset(cfg: dict) -> dict:
+    """The sections of a run config that define how its network is sampled and scored."""
+    return {k: cfg[k] for k in EVAL_SECTIONS if k in cfg}
+
+
+def train_identity(cfg: dict) -> str:
+    """sha256 of the training sections: equal for runs that train the same weights, in any study."""
+    return sha256_json(train_subset(cfg))
+
+
+def eval_identity(cfg: dict) -> str:
+    """sha256 of the sample and evaluate sections: one evaluation of a network."""
+    return sha256_json(eval_subset(cfg))
+
+
 def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested dicts."""
     keys = sorted(set(a) | set(b))
@@ -302,19 +342,25 @@ def git_commit() -> str:
 
 
 def write_run_config(run_dir, cfg: dict) -> dict:
-    """Write config.json once. An existing config must agree on every result-changing key."""
+    """Write config.json once. An existing config must agree on every training key (its trained network).
+
+    The sample and evaluate sections of an existing config stay as first written: they are the folder's
+    default evaluation, and any other is a child evaluation (`dimr eval RUN_DIR --set sample.…`).
+    """
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
     if path.exists():
         existing = load_run_config(run_dir)
-        diff = config_diff(results_subset(existing), results_subset(cfg))
+        diff = config_diff(train_subset(existing), train_subset(cfg))
         if diff:
             raise ConfigError(
-                f"{path} already exists with a different config; differing keys:\n  " + "\n  ".join(diff)
-                + "\nUse a new run directory, or delete the old one if its results are no longer wanted.")
+                f"{path} already exists with different training settings; differing keys:\n  "
+                + "\n  ".join(diff) + "\nTrain them in a new run directory; this one keeps its network "
+                "(sampling and evaluation settings go to `dimr eval`, which never changes it).")
         return existing
     cfg = dict(cfg)
-    cfg["provenance"] = {"git_commit": git_commit(), "config_sha256": sha256_json(results_subset(cfg))}
+    cfg["provenance"] = {"git_commit": git_commit(), "config_sha256": sha256_json(results_subset(cfg)),
+                         "train_sha256": train_identity(cfg)}
     atomic_write_json(path, cfg)
     return cfg
 
@@ -329,7 +375,7 @@ def load_run_config(run_dir) -> dict:
         cfg = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON ({e}); restore it or recreate the run") from None
-    missing = [k for k in RESULT_SECTIONS if k not in cfg]
+    missing = [k for k in TRAIN_SECTIONS if k not in cfg]  # a network folder has no sample/evaluate
     if missing:
         raise ConfigError(f"{path}: missing section(s) {missing}; it was not written by `dimr`")
     return cfg

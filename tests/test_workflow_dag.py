@@ -13,7 +13,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 STUDIES = sorted(p.stem for p in (REPO / "ablations").glob("*.yaml"))
-PER_RUN = ("run_config", "train", "sample", "curve", "evaluate")  # jobs of one (variant, seed)
+PER_RUN = ("run_record",)  # jobs of one (variant, seed); its network and evaluations are shared
 PER_REFERENCE = ("baseline", "evaluate_baseline")  # jobs of one reference row of a study
 REFERENCES = {"tiny": 2, "paper": 1}  # real test images and uniform noise; ImageNet: noise only
 PER_STUDY = ("model_info", "aggregate")  # jobs of one study, targets results/<study>.csv
@@ -77,8 +77,38 @@ def test_lint_leaves_only_deliberate_choices(workdir):
     assert set(lints) <= ALLOWED_LINTS, set(lints) - ALLOWED_LINTS
 
 
+def distinct_trainings(scale: str) -> tuple[int, int]:
+    """(runs, distinct training specs) of every study at `scale`: runs whose specs agree outside the sample
+    and evaluate sections train one network (computed from the study files, without dimr)."""
+    import json
+
+    sys.path.insert(0, str(REPO / "workflow" / "scripts"))
+    import studies as study_files
+
+    max_seeds = yaml.safe_load((REPO / "config" / "config.yaml").read_text()).get("max_seeds")
+    runs, specs = 0, set()
+    for name in STUDIES:
+        study = study_files.load_study(REPO / "ablations" / f"{name}.yaml")
+        for run in study_files.runs_of(study, scale, max_seeds):
+            spec = study_files.run_spec(study, run, {})
+            runs += 1
+            specs.add(json.dumps({k: v for k, v in spec.items() if k not in ("name", "sample", "evaluate")},
+                                 sort_keys=True))
+    return runs, len(specs)
+
+
+def evaluations_per_run(study: str, scale: str) -> int:
+    s = yaml.safe_load((REPO / "ablations" / f"{study}.yaml").read_text())
+    body = s["scales"][scale]
+    points = 1
+    for values in body.get("sweep", {}).values():
+        points *= len(values)
+    sweep = points if body.get("sweep") else 0
+    return 1 + sweep * (2 if body.get("select") else 1)
+
+
 @pytest.mark.parametrize("scale", ["tiny", "paper"])
-def test_dry_run_plans_every_study(scale, workdir):
+def test_dry_run_plans_one_train_job_per_distinct_training(scale, workdir):
     targets = [f"results/{s}.csv" for s in STUDIES]
     out, seconds = snakemake("-n", *targets, "--config", f"scale={scale}", workdir=workdir)
     jobs = planned_jobs(out.stdout)
@@ -91,20 +121,35 @@ def test_dry_run_plans_every_study(scale, workdir):
             assert jobs[rule, study] == 1, (rule, study, scale)
         for rule in PER_REFERENCE:
             assert jobs[rule, study] == REFERENCES[scale], (rule, study, scale)
-    # Fashion-MNIST's feature net and reference statistics: once, and only for the tiny scale.
+    runs, distinct = distinct_trainings(scale)
+    # resolution can only merge specs further (a default stated explicitly is the default)
+    assert jobs["train", None] <= distinct < runs, (jobs["train", None], distinct, runs)
+    # evaluations are per (network, sample + evaluate sections): shared runs share them too
+    assert jobs["evaluate", None] <= sum(study_size(s, scale) * evaluations_per_run(s, scale) for s in STUDIES)
+    assert jobs["curve", None] <= distinct
     prepared = 1 if scale == "tiny" else 0
     assert jobs["fidnet", None] == prepared and jobs["reference", None] == prepared
-    expected = sum(study_size(s, scale) * len(PER_RUN) + len(PER_STUDY) + len(PER_REFERENCE) * REFERENCES[scale]
-                   for s in STUDIES) + 2 * prepared
-    assert sum(jobs.values()) == expected
-    print(f"\nsnakemake -n, all {len(STUDIES)} studies at {scale} scale: {expected} jobs in {seconds:.1f} s")
+    print(f"\nsnakemake -n, all {len(STUDIES)} studies at {scale} scale: {runs} runs, {distinct} distinct "
+          f"trainings, {jobs['train', None]} train jobs, {jobs['evaluate', None]} evaluate jobs, "
+          f"{sum(jobs.values())} jobs in {seconds:.1f} s")
     assert seconds < 60
+
+
+def test_a_study_of_networks_another_study_trains_plans_no_train_job_of_its_own(workdir):
+    # the sampling sweep reads table1's U-ViT and DiMR networks: with table1 planned it adds none
+    out, _ = snakemake("-n", "results/table1.csv", workdir=workdir)
+    alone = planned_jobs(out.stdout)["train", None]
+    out, _ = snakemake("-n", "results/table1.csv", "results/sampling.csv", workdir=workdir)
+    both = planned_jobs(out.stdout)
+    assert both["train", None] == alone == 12
+    assert both["run_record", "sampling"] == study_size("sampling", "tiny")
 
 
 def test_default_target_and_table1_dry_run_answer_in_seconds(workdir):
     out, seconds = snakemake("-n", "results/table1.csv", workdir=workdir)
     jobs = planned_jobs(out.stdout)
-    assert jobs["train", "table1"] == study_size("table1", "tiny") == 12  # 6 rows × 2 of 3 seeds
+    assert jobs["run_record", "table1"] == study_size("table1", "tiny") == 12  # 6 rows × 2 of 3 seeds
+    assert jobs["train", None] == 12  # table1's rows all train different networks
     print(f"\nsnakemake -n results/table1.csv: {sum(jobs.values())} jobs in {seconds:.1f} s")
     assert seconds < 30
     out, _ = snakemake("-n", workdir=workdir)  # rule all: tables and figures of config `studies` (table1)
@@ -118,7 +163,7 @@ def test_slurm_profile_is_found_in_the_repository_root_and_survives_config_on_th
     train = [ln for ln in out.stdout.splitlines() if "dimr.cli train" in ln]
     assert len(train) == study_size("table1", "paper") == 6
     # config/slurm.yaml (the profile's configfile) sets dispatch and scale; --config did not drop them.
-    assert all("--executor slurm" in ln and "/paper/" in ln for ln in train)
+    assert all("--executor slurm" in ln and '"recipe": "paper-imagenet64"' in ln for ln in train)
     assert all("--gpus-per-node 8" in ln and "--timeout-min 1440" in ln for ln in train)  # profile resources
 
 
@@ -165,4 +210,5 @@ def test_bad_study_file_stops_the_workflow_naming_file_and_key(workdir, change, 
 def test_good_micro_study_plans(workdir):
     path = write_study(workdir, GOOD)
     out, _ = snakemake("-n", "--config", f"studies_dir={path.parent}", "studies=[bad]", workdir=workdir)
-    assert planned_jobs(out.stdout)["train", "bad"] == 1
+    jobs = planned_jobs(out.stdout)
+    assert jobs["train", None] == jobs["run_record", "bad"] == 1

@@ -166,6 +166,11 @@ class SamplerConfig:
                               "set eta: 0 or sampler: ddim")
         self.guidance = GuidanceConfig.from_dict(self.guidance)
 
+    def network_evaluations(self) -> int:
+        """Forward passes per image (NFE): Heun corrects every step but the last; guidance doubles each."""
+        nfe = 2 * self.steps - 1 if self.sampler == "heun" else self.steps
+        return nfe * (2 if self.guidance.scale else 1)
+
     def sampler_kwargs(self) -> dict:
         """The options this sampler takes (`eta` for ddim)."""
         return {k: getattr(self, k) for k in SAMPLER_OPTIONS[self.sampler]}

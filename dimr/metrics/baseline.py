@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dimr.config import load_run_config
+from dimr.config import load_run_config, load_spec, resolve_run_config
 from dimr.errors import ConfigError
 from dimr.io import atomic_savez, atomic_write_json
 
@@ -42,8 +42,14 @@ def baseline_images(kind: str, cfg: dict, n: int) -> tuple[np.ndarray, np.ndarra
 
 
 def write_baseline(out_dir, kind: str, like_run) -> Path:
-    """Write OUT_DIR/config.json and samples.npz for baseline `kind` with the protocol of `like_run`."""
-    cfg = load_run_config(like_run)
+    """Write OUT_DIR/config.json and samples.npz for baseline `kind` with the protocol of `like_run`
+    (a run folder, or a run config as JSON text: the workflow's)."""
+    like = str(like_run)
+    if like.lstrip().startswith("{"):  # a run spec: resolved here (absent data fails, naming the file)
+        cfg = resolve_run_config(load_spec(like, "--like"))
+        like_run = cfg["name"]
+    else:
+        cfg = load_run_config(like_run)
     n = cfg["evaluate"].get("num_samples") or cfg["sample"]["num_samples"]
     images, labels = baseline_images(kind, cfg, n)
     out_dir = Path(out_dir)
@@ -58,7 +64,8 @@ def write_baseline(out_dir, kind: str, like_run) -> Path:
 def add_arguments(p):
     p.add_argument("out_dir", help="folder for config.json and samples.npz")
     p.add_argument("--kind", required=True, choices=KINDS, help="real test images or uniform noise")
-    p.add_argument("--like", required=True, help="a run whose data, sample and evaluate sections to copy")
+    p.add_argument("--like", required=True, help="a run folder (or a run spec as JSON) whose data, sample and evaluate sections "
+                   "to copy")
 
 
 def run(args) -> int:

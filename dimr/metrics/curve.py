@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from dimr.config import git_commit, load_run_config
+from dimr.config import git_commit, load_run_config, train_identity
 from dimr.errors import MissingFileError
 from dimr.io import atomic_write_json
 
@@ -28,20 +28,34 @@ def snapshot_networks(run_dir) -> list[Path]:
 
 
 def curve_run(run_dir, device="cpu", batch: int = 250) -> dict:
-    """Score every snapshot; write curve.json atomically and return it."""
+    """The curve of a run folder with its own sample and evaluate sections -> RUN_DIR/curve.json."""
+    cfg = load_run_config(run_dir)
+    return write_curve(Path(run_dir) / CURVE_FILE, run_dir, cfg, device, batch)
+
+
+def curve_of_network(net_dir, ev: dict, eval_dir=None, device="cpu", batch: int = 250) -> dict:
+    """The curve of a network under evaluation `ev` -> <eval folder>/curve.json (`dimr eval --curve`)."""
+    from dimr.metrics.network_eval import eval_dir_of, run_config, write_eval_config
+
+    eval_dir = Path(eval_dir) if eval_dir else eval_dir_of(net_dir, ev)
+    snapshot_networks(net_dir)  # checked before anything is written
+    write_eval_config(eval_dir, net_dir, ev)
+    return write_curve(eval_dir / CURVE_FILE, net_dir, run_config(load_run_config(net_dir), ev), device, batch)
+
+
+def write_curve(out: Path, net_dir, cfg: dict, device="cpu", batch: int = 250) -> dict:
+    """Score every snapshot of the network in `net_dir` with `cfg`'s sampler and protocol; write `out`."""
     from dimr.metrics.evaluate import EvaluateConfig
     from dimr.metrics.fidelity import Extractor, check_reference, conditional_accuracy, extract
     from dimr.metrics.stats import fid_from_stats, load_stats
     from dimr.sampling.generate import class_label, generate_all, network_from_state
     from dimr.training.checkpoint import load_state
 
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
     ev = EvaluateConfig.from_dict(cfg["evaluate"])
     extractor = Extractor(ev.extractor, ev.extractor_weights, ev.extractor_sha256, device)
     ref = load_stats(ev.reference, ev.reference_sha256)
     check_reference(ref, extractor)
-    paths = snapshot_networks(run_dir)  # checked before any sampling
+    paths = snapshot_networks(net_dir)  # checked before any sampling
     n, start = cfg["sample"]["snapshot_samples"], cfg["sample"]["seed_start"]
     seeds = torch.arange(start, start + n)
     points, seen = [], set()
@@ -57,15 +71,16 @@ def curve_run(run_dir, device="cpu", batch: int = 250) -> dict:
         points.append({"kimg": state["cur_nimg"] / 1000, "fid": fid_from_stats(*feats.stats.mu_sigma(),
                                                                                  ref.mu, ref.sigma),
                        "accuracy": conditional_accuracy(feats.logits, labels), "num_samples": n})
-        print(f"{run_dir}: kimg {points[-1]['kimg']:.1f}  FID {points[-1]['fid']:.2f}  "
+        print(f"{net_dir}: kimg {points[-1]['kimg']:.1f}  FID {points[-1]['fid']:.2f}  "
               f"accuracy {points[-1]['accuracy']:.3f}", flush=True)
     protocol = {**extractor.protocol(), "num_samples": n, "seed_range": [start, start + n - 1],
                 "sampler": cfg["sample"]["sampler"], "reference": str(ev.reference),
                 "reference_sha256": ref.sha256, "git_commit": git_commit(),
-                "config_sha256": cfg.get("provenance", {}).get("config_sha256")}
-    out = {"points": points, "protocol": protocol}
-    atomic_write_json(run_dir / CURVE_FILE, out)
-    return out
+                "config_sha256": cfg.get("provenance", {}).get("config_sha256"),
+                "train_sha256": train_identity(cfg)}
+    result = {"points": points, "protocol": protocol}
+    atomic_write_json(out, result)
+    return result
 
 
 def add_arguments(p):

@@ -110,10 +110,60 @@ def read_samples(path: Path):
 
 def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, device=None) -> dict:
     """Compute the configured metrics of RUN_DIR/samples.npz and write RUN_DIR/metrics.json atomically."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise MissingFileError(f"{run_dir / CONFIG_FILE} not found: is {run_dir} a run directory?")
+    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    ev = EvaluateConfig.from_dict(deep_merge(config.get("evaluate", {}), overrides or {}))  # validated
+
+    # Every input file, before computing anything.
+    samples_path = run_dir / SAMPLES_FILE
+    if not samples_path.is_file():
+        raise MissingFileError(f"{samples_path} not found; make it with `dimr sample {run_dir}`")
+    samples_sha = sha256_file(samples_path)
+    inputs = check_inputs(ev)
+    images, labels, seeds, npz_meta = read_samples(samples_path)
+    n = len(images) if ev.num_samples is None else ev.num_samples
+    if n > len(images):
+        raise ConfigError(f"evaluate.num_samples={n} but {samples_path} holds {len(images)} images")
+    sample = npz_meta.get("sample") or config.get("sample", {})
+    result = score_images(images, labels, seeds, n, ev, inputs, config, sample, batch_size, device)
+    result["protocol"]["samples_sha256"] = samples_sha
+    atomic_write_json(run_dir / METRICS_FILE, result)
+    return result
+
+
+@dataclass
+class Inputs:
+    """The files an evaluation reads, loaded and checked (sha256) before any image is made or scored."""
+
+    ev: EvaluateConfig
+    ref: object                 # dimr.metrics.stats.Stats
+    clean_ref: tuple | None     # (reference images, their description) for the clean-fid check
+
+
+def check_inputs(ev: EvaluateConfig) -> Inputs:
+    """Extractor weights, reference statistics and clean-fid's weights and images: present and intact."""
+    from dimr.metrics import clean_fid_check, extractors
+    from dimr.metrics.stats import load_stats
+
+    extractors.resolve_weights(ev.extractor, ev.extractor_weights, ev.extractor_sha256)
+    if ev.reference is None:
+        raise ConfigError("evaluate.reference is not set: make statistics with `dimr reference REF.npz ...` "
+                          "and pass --set evaluate.reference=REF.npz")
+    ref = load_stats(ev.reference, ev.reference_sha256)
+    if ev.clean_fid and ev.extractor == "inception-v3-compat":
+        clean_fid_check.check_cleanfid_weights(ev.clean_fid_weights, ev.clean_fid_sha256)
+    clean_ref = clean_fid_reference(ref, ev.clean_fid_num) if ev.clean_fid else None
+    return Inputs(ev, ref, clean_ref)
+
+
+def score_images(images, labels, seeds, n: int, ev: EvaluateConfig, inputs: Inputs, config: dict,
+                 sample: dict, batch_size: int = 64, device=None) -> dict:
+    """{metrics, protocol} of the first `n` of `images` (an array, an NpzImages or generated batches)."""
     import torch
     import torch_fidelity
 
-    from dimr.metrics import clean_fid_check, extractors
     from dimr.metrics.fidelity import (
         Extractor,
         check_reference,
@@ -122,33 +172,9 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
         metrics_from_features,
         reference_pr_features,
     )
-    from dimr.metrics.stats import bootstrap_summary, fid_bootstrap, load_stats
+    from dimr.metrics.stats import bootstrap_summary, fid_bootstrap
 
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise MissingFileError(f"{run_dir / CONFIG_FILE} not found: is {run_dir} a run directory?")
-    config = json.loads((run_dir / CONFIG_FILE).read_text())
-    ev = EvaluateConfig.from_dict(deep_merge(config.get("evaluate", {}), overrides or {}))  # validated
-
-    # 1. Every input file, before computing anything.
-    samples_path = run_dir / SAMPLES_FILE
-    if not samples_path.is_file():
-        raise MissingFileError(f"{samples_path} not found; make it with `dimr sample {run_dir}`")
-    samples_sha = sha256_file(samples_path)
-    extractors.resolve_weights(ev.extractor, ev.extractor_weights, ev.extractor_sha256)
-    if ev.reference is None:
-        raise ConfigError("evaluate.reference is not set: make statistics with `dimr reference REF.npz ...` "
-                          "and pass --set evaluate.reference=REF.npz")
-    ref = load_stats(ev.reference, ev.reference_sha256)
-    if ev.clean_fid and ev.extractor == "inception-v3-compat":
-        clean_fid_check.check_cleanfid_weights(ev.clean_fid_weights, ev.clean_fid_sha256)
-    images, labels, seeds, npz_meta = read_samples(samples_path)
-    n = len(images) if ev.num_samples is None else ev.num_samples
-    if n > len(images):
-        raise ConfigError(f"evaluate.num_samples={n} but {samples_path} holds {len(images)} images")
-    clean_ref = clean_fid_reference(ref, ev.clean_fid_num) if ev.clean_fid else None
-
-    # 2. Metrics.
+    ref, clean_ref = inputs.ref, inputs.clean_ref
     extractor = Extractor(ev.extractor, ev.extractor_weights, ev.extractor_sha256, device)
     check_reference(ref, extractor)
     prc, boot = "prc" in ev.metrics, ev.fid_bootstrap if "fid" in ev.metrics else 0
@@ -173,15 +199,13 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
         metrics["clean_fid"], clean = run_clean_fid(ev, extractor, sub, *clean_ref, batch_size)
         metrics["clean_fid_rel_diff"] = clean["clean_fid_rel_diff"]
 
-    # 3. Protocol.
-    sample = npz_meta.get("sample") or config.get("sample", {})
     data = config.get("data", {})
     meaningful = extractor.weights.meaningful and not (
         ev.extractor == "inception-v3-compat" and data.get("type") == "fashion-mnist")
     provenance = config.get("provenance", {})
     protocol = {
         **extractor.protocol(), "meaningful": meaningful,
-        "num_samples": n, "samples_sha256": samples_sha,
+        "num_samples": n, "samples_sha256": None,
         "seed_range": [int(seeds[0]), int(seeds[n - 1])] if seeds is not None else None,
         **sampler_protocol(sample), "seed": config.get("seed"),
         "reference": str(ev.reference), "reference_sha256": ref.sha256, "reference_kind": ref.kind,
@@ -194,13 +218,11 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
         "fid_bootstrap": boot, "fid_bootstrap_seed": ev.fid_bootstrap_seed if boot else None,
         "clean_fid": clean, "evaluate": dataclasses.asdict(ev),
         "git_commit": git_commit(), "run_git_commit": provenance.get("git_commit"),
-        "config_sha256": provenance.get("config_sha256"),
+        "config_sha256": provenance.get("config_sha256"), "train_sha256": provenance.get("train_sha256"),
         "torch_fidelity_version": torch_fidelity.__version__, "clean_fid_version": _version("clean-fid"),
         "torch_version": torch.__version__, "device": str(extractor.device),
     }
-    result = {"metrics": metrics, "protocol": protocol}
-    atomic_write_json(run_dir / METRICS_FILE, result)
-    return result
+    return {"metrics": metrics, "protocol": protocol}
 
 
 def run_clean_fid(ev: EvaluateConfig, extractor, samples, ref_images, ref_desc, batch_size) -> tuple:

@@ -139,8 +139,9 @@ def _read_npy_header(f):
 
 
 def image_batches(source, batch_size: int, limit: int | None = None):
-    """uint8 (B, H, W, C) batches of an array or an `NpzImages`, the first `limit` images."""
-    if isinstance(source, NpzImages):
+    """uint8 (B, H, W, C) batches of an array, or of a source with `batches` (an `NpzImages`, images
+    generated on demand), the first `limit` images."""
+    if hasattr(source, "batches"):
         yield from source.batches(batch_size, limit)
         return
     check_images(source)

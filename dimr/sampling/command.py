@@ -74,8 +74,8 @@ def run(args) -> int:
         labels = (seeds % net.num_classes).numpy()
         meta = json.dumps({"sample": s, "diffusion": cfg["diffusion"], "name": cfg["name"],
                            "config_sha256": cfg.get("provenance", {}).get("config_sha256")})
-        if s["npz"]:
-            atomic_savez(out, arr_0=images, labels=labels, seeds=seeds.numpy(), meta=np.array(meta))
+        # samples.npz is this command's output (`sample.npz` governs `dimr eval`)
+        atomic_savez(out, arr_0=images, labels=labels, seeds=seeds.numpy(), meta=np.array(meta))
         if s["grid"]:
             save_grid(out.with_name("grid.png"), images[: s["grid"]], labels[: s["grid"]])
         if args.png_dir:

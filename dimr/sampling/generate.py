@@ -1,5 +1,7 @@
 """Generate images from a finished run: image i depends only on its seed (and the run)."""
 
+import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +59,49 @@ def generate_all(net, cfg: dict, seeds: torch.Tensor, device="cpu", batch: int =
     """`generate_images` over `seeds` in batches of `batch` (speed only: each image depends on its seed)."""
     return np.concatenate([generate_images(net, cfg, seeds[i:i + batch], device)
                            for i in range(0, len(seeds), batch)])
+
+
+class GeneratedImages:
+    """A network's images made batch by batch as the evaluator asks for them (no samples file).
+
+    The first `keep` images are held (the grid, the clean-fid subset) and served again without sampling;
+    `sha256` is the hash of every image's bytes in seed order, as far as the first pass went.
+    """
+
+    def __init__(self, net, cfg: dict, seeds: torch.Tensor, device="cpu", vae=None, keep: int = 0):
+        self.net, self.cfg, self.seeds, self.device, self.vae, self.keep = net, cfg, seeds, device, vae, keep
+        self.held = np.zeros((0, net.resolution, net.resolution, 0), np.uint8)
+        self._hash, self._hashed = hashlib.sha256(), 0
+        self.seconds = 0.0  # wall time spent sampling
+
+    def __len__(self):
+        return len(self.seeds)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def batches(self, batch_size: int, limit: int | None = None):
+        n = len(self) if limit is None else min(limit, len(self))
+        for i in range(0, n, batch_size):
+            j = min(i + batch_size, n)
+            if j <= len(self.held):
+                yield self.held[i:j]
+                continue
+            t0 = time.perf_counter()
+            images = generate_images(self.net, self.cfg, self.seeds[i:j], self.device, self.vae)
+            self.seconds += time.perf_counter() - t0
+            if i == len(self.held) and i < self.keep:
+                part = images[: self.keep - i]
+                self.held = part.copy() if i == 0 else np.concatenate([self.held, part])
+            if i == self._hashed:
+                self._hash.update(np.ascontiguousarray(images).tobytes())
+                self._hashed = j
+            yield images
+
+    def all(self, batch_size: int = 250) -> np.ndarray:
+        """Every image, as one array (for samples.npz)."""
+        return np.concatenate(list(self.batches(batch_size)))
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from dimr.config import config_diff
 from dimr.errors import CheckpointError
 from dimr.io import atomic_torch_save
 
@@ -49,7 +50,8 @@ def save_checkpoint(run_dir, state: dict, keep: int) -> Path:
     return path
 
 
-def load_state(path, config_sha256: str | None = None, what: str = "checkpoint") -> dict:
+def load_state(path, config_sha256: str | None = None, what: str = "checkpoint",
+               train_config: dict | None = None) -> dict:
     """Load a state dict saved by this module; corrupted files and config mismatches are errors."""
     path = Path(path)
     try:
@@ -61,15 +63,19 @@ def load_state(path, config_sha256: str | None = None, what: str = "checkpoint")
     if not isinstance(state, dict) or "cur_nimg" not in state:
         raise CheckpointError(f"{what} {path} is not a dimr training state; delete or move it.")
     if config_sha256 is not None and state.get("config_sha256") != config_sha256:
+        old = state.get("train_config")
+        keys = ("; differing keys:\n  " + "\n  ".join(config_diff(old, train_config))
+                if isinstance(old, dict) and train_config is not None else "")
         raise CheckpointError(
-            f"{what} {path} was written by a run with a different config "
-            f"(sha256 {state.get('config_sha256')} vs {config_sha256}); use a new run directory.")
+            f"{what} {path} was written with different training settings "
+            f"(sha256 {state.get('config_sha256')} vs {config_sha256}){keys}\n"
+            "Train those settings in a new run directory; this one keeps its network.")
     return state
 
 
-def latest_checkpoint(run_dir, config_sha256: str) -> dict | None:
+def latest_checkpoint(run_dir, config_sha256: str, train_config: dict | None = None) -> dict | None:
     """The newest training state, or None for a fresh run. Never falls back silently."""
     paths = list_checkpoints(run_dir)
     if not paths:
         return None
-    return load_state(paths[-1], config_sha256)
+    return load_state(paths[-1], config_sha256, train_config=train_config)

@@ -3,17 +3,16 @@
 import sys
 from pathlib import Path
 
-import yaml
-
 from dimr.config import (
     CONFIG_FILE,
     deep_merge,
     load_run_config,
+    load_spec,
     parse_overrides,
     resolve_run_config,
     write_run_config,
 )
-from dimr.errors import ConfigError
+from dimr.errors import ConfigError, MissingFileError
 
 
 def add_arguments(p):
@@ -25,6 +24,8 @@ def add_arguments(p):
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: LOCAL_RANK's GPU or CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument("--require", action="append", default=[], metavar="PATH",
+                   help="a file later stages read (reference statistics, weights): checked before training")
     p.add_argument("--stop-at-kimg", type=float, default=None,
                    help="stop (with a checkpoint) after this many kimg; rerun without it to finish")
 
@@ -33,7 +34,8 @@ def add_config_arguments(p):
     """Options that create config.json when the run directory has none (shared by train/sample)."""
     p.add_argument("--preset", help="model preset for a new run (see `dimr info --list`)")
     p.add_argument("--recipe", help="training/sampling recipe for a new run (default tiny-fmnist)")
-    p.add_argument("--spec", help="YAML/JSON run spec for a new run (preset, recipe, sections)")
+    p.add_argument("--spec", help="YAML/JSON run spec for a new run (preset, recipe, sections): a file, "
+                   "or the text itself")
     p.add_argument("--seed", type=int, default=None, help="run seed for a new run (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override for a new run, e.g. --set train.total_kimg=4 --set model.mlp=gelu")
@@ -47,10 +49,7 @@ def ensure_run_config(args) -> dict:
         return load_run_config(run_dir)
     spec = {}
     if args.spec:
-        try:
-            spec = yaml.safe_load(Path(args.spec).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"--spec {args.spec}: cannot read ({e})") from None
+        spec = load_spec(args.spec)
     spec = deep_merge(spec, parse_overrides(args.overrides))
     for key in ("preset", "recipe", "seed"):
         if getattr(args, key) is not None:
@@ -67,6 +66,11 @@ def run(args) -> int:
     from dimr.data import validate_data_config
     from dimr.training.loop import training_loop
 
+    missing = [p for p in args.require if not Path(p).exists()]
+    if missing:  # before config.json is written and before any compute
+        raise MissingFileError(f"{', '.join(missing)} not found: the evaluations of this run read it; set the "
+                               "path under `site:` in config/config.yaml (its comments say where each file "
+                               "comes from)")
     cfg = ensure_run_config(args)
     validate_data_config(cfg["data"])
     path = training_loop(args.run_dir, cfg, device=args.device, batch_gpu=args.batch_gpu,

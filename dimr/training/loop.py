@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from dimr.config import results_subset
+from dimr.config import train_identity, train_subset
 from dimr.errors import DimrError
-from dimr.io import atomic_torch_save, atomic_write_text, sha256_json
+from dimr.io import atomic_torch_save, atomic_write_text
 from dimr.training import distributed
 from dimr.training.checkpoint import FINAL_NETWORK, latest_checkpoint, save_checkpoint, save_snapshot
 from dimr.training.data_stream import StreamBatchSampler
@@ -65,7 +65,8 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     if final_path.exists():
         return final_path
     train = cfg["train"]
-    config_sha = sha256_json(results_subset(cfg))
+    # Checkpoints carry the training sections only: a sampling or evaluation change never invalidates them.
+    config_sha, train_cfg = train_identity(cfg), train_subset(cfg)
     dev = distributed.local_device(device)
     rank, world = distributed.init_from_env(dev)
     per_rank = train["batch_size"] // world
@@ -85,7 +86,7 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     optimizer = build_optimizer(model, train)
     objective = DiffusionObjective(cfg["diffusion"])
 
-    state = latest_checkpoint(run_dir, config_sha)
+    state = latest_checkpoint(run_dir, config_sha, train_cfg)
     step = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -147,7 +148,7 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
         if step % ckpt_every == 0 or done or interrupted:
             if rank == 0:
                 save_checkpoint(run_dir, {
-                    "cur_nimg": step * train["batch_size"], "step": step, "config_sha256": config_sha,
+                    "cur_nimg": step * train["batch_size"], "step": step, "config_sha256": config_sha, "train_config": train_cfg,
                     "model": model.state_dict(), "ema": ema.state_dict(),
                     "optimizer": optimizer.state_dict()}, train["keep_checkpoints"])
             distributed.barrier()
@@ -162,7 +163,8 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     if step >= total_steps and rank == 0:
         atomic_torch_save(final_path, {
             "model_config": cfg["model"], "ema": ema.state_dict(), "model": model.state_dict(),
-            "cur_nimg": step * train["batch_size"], "config_sha256": config_sha, "name": cfg["name"]})
+            "cur_nimg": step * train["batch_size"], "config_sha256": config_sha, "train_config": train_cfg,
+            "name": cfg["name"]})
     distributed.barrier()
     distributed.shutdown()
     return final_path

@@ -1,13 +1,16 @@
 # Helpers of the workflow: config, study files, run lookup and the launcher command line.
 
+import json
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from dimr.config import RECIPES, deep_merge
+from dimr.config import RECIPES, config_diff, deep_merge, eval_identity, eval_subset, train_identity, train_subset
 from dimr.errors import ConfigError, MissingFileError
+from dimr.io import sha256_json
+from dimr.metrics.network_eval import ID_CHARS, resolve_eval_config
 
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -32,8 +35,10 @@ SITE = deep_merge(PREPARED_SITE, config["site"])
 
 wildcard_constraints:
     # results/<study>_summary.csv and _curves.csv are not studies of their own
-    study=r"[a-z0-9](?:(?!_summary|_curves)[a-z0-9_-])*",
+    study=r"[a-z0-9](?:(?!_summary|_curves|_sweep)[a-z0-9_-])*",
     scale=r"tiny|paper",
+    net=r"[a-z0-9][a-z0-9_.-]*-[0-9a-f]{12}|[a-z0-9][a-z0-9_.-]*-spec-[0-9a-f]{12}",
+    ev=r"[0-9a-f]{12}|needs-data-\d+",
     variant=r"[a-z0-9][a-z0-9_.-]*",
     kind=r"real-test|uniform-noise",
     seed=r"\d+",
@@ -55,8 +60,8 @@ def load_studies() -> dict:
 def resolve_runs(studies: dict) -> dict:
     """{Run: run config} at the configured scale; None where a data set is absent on this machine.
 
-    Absent data (ImageNet away from the cluster) does not stop planning: the run's config job fails
-    with the message instead (workflow/scripts/write_config.py), before any training starts.
+    Absent data (ImageNet away from the cluster) does not stop planning: the run's train job fails
+    with the message instead (`dimr train --spec` resolves it), before any training starts.
     """
     runs, absent = {}, set()
     for study in studies.values():
@@ -68,16 +73,90 @@ def resolve_runs(studies: dict) -> dict:
                     runs[run] = None
                     absent.add(str(e))
     for message in sorted(absent):
-        print(f"dimr workflow: warning: {message} (runs that need it fail at their run_config job)",
+        print(f"dimr workflow: warning: {message} (runs that need it fail at their train job)",
               file=sys.stderr)
     return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks and evaluations. A run's trained network is named by its training sections (preset + sha256):
+# runs with equal ones share it, across variants and studies, and the DAG has one train job per name.
+# Its evaluations (sample + evaluate sections) are children with names of their own, so that a sampling
+# or evaluation edit never reruns, deletes or invalidates a network.
+
+NET_ROOT = "runs/networks"
+
+
+def run_spec_of(run) -> dict:
+    """The run's spec, before resolution (its name and seed included)."""
+    return study_files.run_spec(STUDIES[run.study], run, SITE)
+
+
+def network_name(run, cfg: dict | None) -> str:
+    """Folder of the run's network; a run whose data is absent is named by its unresolved spec."""
+    if cfg is None:
+        spec = {k: v for k, v in run_spec_of(run).items() if k != "name"}
+        return f"{spec['preset']}-spec-{sha256_json(spec)[:ID_CHARS]}"
+    return f"{cfg['preset']}-{train_identity(cfg)[:ID_CHARS]}"
+
+
+def plan_networks(runs: dict) -> tuple[dict, dict, dict]:
+    """(networks {name: training spec}, evaluations {(network, id): sections}, per run {network, evals})."""
+    networks, evals, per_run = {}, {}, {}
+    for run, cfg in runs.items():
+        net = network_name(run, cfg)
+        networks[net] = train_subset(cfg) if cfg is not None else {
+            k: v for k, v in run_spec_of(run).items() if k not in ("name", "sample", "evaluate")}
+        items = []
+        for e in study_files.evaluations(STUDIES[run.study], run.scale):
+            if cfg is None:
+                ev, eid = None, f"needs-data-{len(items)}"
+            else:
+                ev = eval_subset(cfg) if not e["point"] else resolve_eval_config(
+                    cfg, study_files.unflatten(e["point"]))
+                eid = eval_identity(ev)[:ID_CHARS]
+            evals[(net, eid)] = ev
+            items.append({**e, "eval": eid, "dir": f"{NET_ROOT}/{net}/evals/{eid}"})
+        per_run[run] = {"network": net, "network_dir": f"{NET_ROOT}/{net}", "evals": items}
+    return networks, evals, per_run
+
+
+RECORD = "run.json"  # runs/<study>/<scale>/<variant>/seed<n>/run.json: the network a run was read from
+
+
+def check_records(per_run: dict) -> None:
+    """A run whose training settings changed after its network trained: stop, naming the keys."""
+    problems = []
+    for run, plan in per_run.items():
+        path = Path(run.dir) / RECORD
+        if not path.is_file():
+            continue
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue  # rewritten by its rule
+        old_dir = Path(old.get("network_dir", ""))
+        trained = (old_dir / "network-final.pt").is_file() or any((old_dir / "checkpoints").glob("*.pt"))
+        if old.get("network") != plan["network"] and trained:
+            new = NETWORKS[plan["network"]]
+            diff = config_diff(old.get("train_config", {}), new)
+            problems.append(f"{run.dir}: trained as {old_dir}; the study now gives other training settings:\n    "
+                            + "\n    ".join(diff or ["(unknown: the record holds no settings)"]))
+    if problems:
+        raise WorkflowError(
+            "training settings of finished runs changed:\n  " + "\n  ".join(problems)
+            + "\nNothing was deleted. To keep both, give the changed variant a new name; to train the new "
+            f"settings under the same name, delete the run's {RECORD} (its old network stays in "
+            f"{NET_ROOT}/).")
 
 
 try:
     STUDIES = load_studies()
     RUNS = resolve_runs(STUDIES)
+    NETWORKS, EVALS, RUN_PLAN = plan_networks(RUNS)
 except ConfigError as e:
     raise WorkflowError(f"invalid study or workflow config:\n{e}") from None
+check_records(RUN_PLAN)
 
 
 def run_of(wildcards) -> "study_files.Run":
@@ -105,9 +184,23 @@ def study_runs(wildcards) -> list:
     return [r for r in RUNS if r.study == study_of(wildcards)["name"]]
 
 
-def study_files_of(name: str):
-    """Input function: `<run dir>/<name>` of every run of the study at the configured scale."""
-    return lambda wildcards: [f"{r.dir}/{name}" for r in study_runs(wildcards)]
+def main_eval(run) -> dict:
+    return RUN_PLAN[run]["evals"][0]  # role "main": the run's own sample section, the tables' numbers
+
+
+def eval_files_of(name: str, roles=("main",)):
+    """Input function: `<evaluation dir>/<name>` of the study's runs, for evaluations of `roles`."""
+    return lambda wildcards: [f"{e['dir']}/{name}" for r in study_runs(wildcards)
+                              for e in RUN_PLAN[r]["evals"] if e["role"] in roles]
+
+
+def network_files_of(name: str):
+    """Input function: `<network dir>/<name>` of every run of the study (one per run, in run order)."""
+    return lambda wildcards: [f"{RUN_PLAN[r]['network_dir']}/{name}" for r in study_runs(wildcards)]
+
+
+def record_files(wildcards) -> list[str]:
+    return [f"{r.dir}/{RECORD}" for r in study_runs(wildcards)]
 
 
 def first_seed_runs(wildcards) -> list:
@@ -119,7 +212,7 @@ def first_seed_runs(wildcards) -> list:
 
 
 def first_seed_configs(wildcards) -> list[str]:
-    return [f"{r.dir}/config.json" for r in first_seed_runs(wildcards)]
+    return [f"{RUN_PLAN[r]['network_dir']}/config.json" for r in first_seed_runs(wildcards)]
 
 
 # Reference rows per scale: ImageNet has no test split of ours (its real data is ADM's reference batch).
@@ -128,8 +221,9 @@ REFERENCE_LABELS = {"real-test": "Real test images", "uniform-noise": "Uniform n
 
 
 def baseline_like(wildcards) -> str:
-    """The config of the study's first run: a reference row copies its data, sample and evaluate sections."""
-    return f"{study_runs(wildcards)[0].dir}/config.json"
+    """JSON spec of the study's first run: a reference row copies its data, sample and evaluate sections
+    (`dimr baseline` resolves it; with the data set absent it fails there, naming the missing file)."""
+    return json.dumps(run_spec_of(study_runs(wildcards)[0]), sort_keys=True)
 
 
 def baseline_prepared(wildcards) -> list[str]:
@@ -156,8 +250,18 @@ def reference_metrics(wildcards) -> list[str]:
 
 
 def run_meta(wildcards) -> list[dict]:
-    """Per run of a study: variant, seed, run directory (aggregate's `params`)."""
-    return [{"variant": r.variant, "seed": r.seed, "run_dir": r.dir} for r in study_runs(wildcards)]
+    """Per run of a study: variant, seed, network and evaluations (aggregate's `params`)."""
+    return [{"variant": r.variant, "seed": r.seed, "record": f"{r.dir}/{RECORD}", **RUN_PLAN[r]}
+            for r in study_runs(wildcards)]
+
+
+def sweep_meta(wildcards) -> dict:
+    """The study's sweep at this scale: swept keys and the selection rule (None without one)."""
+    body = study_of(wildcards)["scales"][SCALE]
+    select = body.get("select")
+    if select:
+        select = {"key": select["key"], "seed_start": select.get("seed_start", study_files.SELECT_SEED_START)}
+    return {"keys": list(body.get("sweep", {})), "select": select}
 
 
 def study_meta(wildcards) -> dict:
@@ -167,23 +271,48 @@ def study_meta(wildcards) -> dict:
             "variants": study_files.variant_table(s)}
 
 
-def run_spec(wildcards) -> dict:
-    """The run's spec, before resolution: a change to it rewrites config.json (Snakemake's params trigger)."""
+def network_of(wildcards) -> str:
+    if wildcards.net not in NETWORKS:
+        raise WorkflowError(f"{NET_ROOT}/{wildcards.net} is not the network of any run of the studies at "
+                            f"scale {SCALE!r}; `snakemake -n` lists the planned ones")
+    return wildcards.net
+
+
+def network_spec(wildcards) -> str:
+    """The network's training sections as JSON: the train job writes config.json from them itself, so
+    that no upstream job can ever make Snakemake rerun (and delete) a trained network."""
+    return json.dumps(NETWORKS[network_of(wildcards)], sort_keys=True)
+
+
+def network_requires(wildcards) -> str:
+    """Site paths that the network's evaluations read and no job builds; checked before training starts."""
+    net = network_of(wildcards)
+    paths = sorted({v for (n, _), ev in EVALS.items() if n == net and ev
+                    for section in ev.values() for v in section.values()
+                    if isinstance(v, str) and "/" in v and v not in PREPARED_FILES})
+    return " ".join(f"--require {p}" for p in paths)
+
+
+def eval_spec(wildcards) -> str:
+    """One evaluation's sample and evaluate sections as JSON (its folder is named by their hash)."""
+    key = (network_of(wildcards), wildcards.ev)
+    if key not in EVALS:
+        raise WorkflowError(f"{NET_ROOT}/{key[0]}/evals/{key[1]} is not a planned evaluation")
+    # None: the run's data set is absent here, and its train job (upstream) fails first with the message
+    return json.dumps(EVALS[key] or {}, sort_keys=True)
+
+
+def eval_prepared(wildcards) -> list[str]:
+    """Prepared files (feature net, reference statistics) one evaluation reads."""
+    return prepared_files(EVALS.get((wildcards.net, wildcards.ev)))
+
+
+def record_of(wildcards) -> str:
+    """run.json of a run: the network it was read from and that network's training settings."""
     run = run_of(wildcards)
-    return study_files.run_spec(STUDIES[run.study], run, SITE)
-
-
-def external_paths(wildcards) -> list[str]:
-    """Site paths of the run's recipe that no rule builds (checked by the run's config job)."""
-    spec = run_spec(wildcards)
-    site = config["site"].get(spec["recipe"], {})
-    return sorted({v for section in site.values() for v in section.values()
-                   if isinstance(v, str) and v not in PREPARED_FILES})
-
-
-def prepared_inputs(wildcards) -> list[str]:
-    """Files of the run's evaluate section that a prepare rule builds (feature net, reference statistics)."""
-    return prepared_files(RUNS[run_of(wildcards)])
+    plan = RUN_PLAN[run]
+    return json.dumps({"network": plan["network"], "network_dir": plan["network_dir"],
+                       "train_config": NETWORKS[plan["network"]], "evals": plan["evals"]}, sort_keys=True)
 
 
 def prepared_files(cfg: dict | None) -> list[str]:
@@ -205,8 +334,12 @@ FIGURES = ("fid_bars", "fid_vs_gmacs", "fid_curve", "samples")  # workflow/scrip
 
 
 def study_outputs(study: str) -> list[str]:
-    return [f"results/{study}{ext}" for ext in (".csv", ".md", ".tex", "_summary.csv", "_curves.csv")] + [
+    out = [f"results/{study}{ext}" for ext in (".csv", ".md", ".tex", "_summary.csv", "_curves.csv")] + [
         f"reports/{study}/{fig}.png" for fig in FIGURES]
+    if STUDIES[study]["scales"].get(SCALE, {}).get("sweep"):
+        out += [f"results/{study}_sweep.md", f"results/{study}_sweep.csv",
+                f"reports/{study}/fid_vs_nfe.png", f"reports/{study}/fid_vs_guidance.png"]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

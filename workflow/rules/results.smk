@@ -3,10 +3,11 @@
 
 rule aggregate:
     input:
-        metrics=study_files_of("metrics.json"),
-        configs=study_files_of("config.json"),
+        metrics=eval_files_of("metrics.json", roles=("main", "sweep", "select")),
+        configs=network_files_of("config.json"),
+        records=record_files,
         info=f"runs/{{study}}/{SCALE}/model_info.json",
-        curves=study_files_of("curve.json"),
+        curves=eval_files_of("curve.json"),
         references=reference_metrics,
     output:
         report("results/{study}.csv", caption="../report/table_csv.rst", category="{study}",
@@ -44,7 +45,7 @@ rule tables:
 rule figures:
     input:
         table="results/{study}.csv",
-        grids=study_files_of("grid.png"),
+        grids=eval_files_of("grid.png"),
         curves="results/{study}_curves.csv",
     output:
         **{fig: report(f"reports/{{study}}/{fig}.png", caption=f"../report/{fig}.rst", category="{study}",
@@ -57,3 +58,24 @@ rule figures:
     localrule: True
     script:
         "../scripts/figures.py"
+
+
+rule sweeps:
+    input:
+        table="results/{study}.csv",
+    output:
+        md="results/{study}_sweep.md",
+        summary="results/{study}_sweep.csv",
+        nfe=report("reports/{study}/fid_vs_nfe.png", caption="../report/fid_vs_nfe.rst", category="{study}",
+                   subcategory="figures", labels={"study": "{study}", "item": "fid_vs_nfe"}),
+        guidance=report("reports/{study}/fid_vs_guidance.png", caption="../report/fid_vs_guidance.rst",
+                        category="{study}", subcategory="figures",
+                        labels={"study": "{study}", "item": "fid_vs_guidance"}),
+    log:
+        "logs/results/{study}.sweeps.log",
+    params:
+        study=study_meta,
+        sweep=sweep_meta,
+    localrule: True
+    script:
+        "../scripts/sweeps.py"

@@ -1,21 +1,86 @@
-# One run = one (study, scale, variant, seed): config.json -> network-final.pt -> samples.npz -> metrics.json.
-# Training checkpoints are not declared outputs: Snakemake deletes the outputs of a failed job, and a
-# pre-empted or failed run must keep them to resume (submitit and Snakemake both delete on failure).
-# Beside the runs, each study has reference rows scored by the same protocol at the same N
+# Networks and their evaluations (names and planning: common.smk).
+#   runs/networks/<preset>-<hash of the training sections>/      config.json, network-final.pt, snapshots/
+#   runs/networks/<network>/evals/<hash of sample + evaluate>/  eval.json, metrics.json, grid.png, curve.json
+#   runs/<study>/<scale>/<variant>/seed<n>/run.json             the network and evaluations a run is read from
+# A train job has no input file: it writes its config.json from its params itself, so a rerun of another
+# job can never make Snakemake rerun (and so delete) a trained network; its params are the network's
+# identity, equal by construction for an existing folder. Training checkpoints are not declared outputs:
+# Snakemake deletes the outputs of a failed job, and a pre-empted or failed run must keep them to resume.
+# Each study also has reference rows scored by the same protocol at the same N
 # (runs/{study}/{scale}/_reference/{kind}): real test images and uniform noise, the scale of its table.
 
 
-rule run_config:
+rule train:
     output:
-        "runs/{study}/{scale}/{variant}/seed{seed}/config.json",
+        network=f"{NET_ROOT}/{{net}}/network-final.pt",
+        config=f"{NET_ROOT}/{{net}}/config.json",
     log:
-        "runs/{study}/{scale}/{variant}/seed{seed}/logs/config.log",
+        f"{NET_ROOT}/{{net}}/logs/train.log",
     params:
-        spec=run_spec,  # a changed spec rewrites config.json, and so reruns the run
-        external=external_paths,
+        dir=run_dir,
+        name="{net}",
+        spec=network_spec,
+        requires=network_requires,
+    threads: 1
+    resources:
+        **launch_resources(gpus=1, runtime=60),
+    shell:
+        launch("train", "train {params.dir} --spec {params.spec:q} {params.requires}")
+
+
+rule evaluate:
+    input:
+        network=f"{NET_ROOT}/{{net}}/network-final.pt",
+        prepared=eval_prepared,
+    output:
+        metrics=f"{NET_ROOT}/{{net}}/evals/{{ev}}/metrics.json",
+        grid=f"{NET_ROOT}/{{net}}/evals/{{ev}}/grid.png",
+    log:
+        f"{NET_ROOT}/{{net}}/evals/{{ev}}/logs/evaluate.log",
+    params:
+        dir=run_dir,
+        net=lambda wildcards: f"{NET_ROOT}/{wildcards.net}",
+        name="{net}-{ev}",
+        spec=eval_spec,
+    threads: 1
+    resources:
+        **launch_resources(gpus=1, runtime=60),
+    shell:
+        launch("evaluate", "eval {params.net} --spec {params.spec:q} --out {params.dir}")
+
+
+rule curve:
+    input:
+        network=f"{NET_ROOT}/{{net}}/network-final.pt",
+        prepared=eval_prepared,
+    output:
+        f"{NET_ROOT}/{{net}}/evals/{{ev}}/curve.json",
+    log:
+        f"{NET_ROOT}/{{net}}/evals/{{ev}}/logs/curve.log",
+    params:
+        dir=run_dir,
+        net=lambda wildcards: f"{NET_ROOT}/{wildcards.net}",
+        name="{net}-{ev}",
+        spec=eval_spec,
+    threads: 1
+    resources:
+        **launch_resources(gpus=1, runtime=60),
+    shell:
+        launch("curve", "eval {params.net} --spec {params.spec:q} --out {params.dir} --curve")
+
+
+rule run_record:
+    input:
+        lambda wildcards: f"{RUN_PLAN[run_of(wildcards)]['network_dir']}/network-final.pt",
+    output:
+        "runs/{study}/{scale}/{variant}/seed{seed}/run.json",
+    log:
+        "runs/{study}/{scale}/{variant}/seed{seed}/logs/run_record.log",
+    params:
+        record=record_of,
     localrule: True
     script:
-        "../scripts/write_config.py"
+        "../scripts/write_record.py"
 
 
 rule model_info:
@@ -32,90 +97,17 @@ rule model_info:
         "../scripts/model_info.py"
 
 
-rule train:
-    input:
-        "runs/{study}/{scale}/{variant}/seed{seed}/config.json",
-    output:
-        "runs/{study}/{scale}/{variant}/seed{seed}/network-final.pt",
-    log:
-        "runs/{study}/{scale}/{variant}/seed{seed}/logs/train.log",
-    params:
-        dir=run_dir,
-        name="{study}-{variant}-s{seed}",
-    threads: 1
-    resources:
-        **launch_resources(gpus=1, runtime=60),
-    shell:
-        launch("train", "train {params.dir}")
-
-
-rule sample:
-    input:
-        "runs/{study}/{scale}/{variant}/seed{seed}/network-final.pt",
-    output:
-        samples="runs/{study}/{scale}/{variant}/seed{seed}/samples.npz",
-        grid="runs/{study}/{scale}/{variant}/seed{seed}/grid.png",
-    log:
-        "runs/{study}/{scale}/{variant}/seed{seed}/logs/sample.log",
-    params:
-        dir=run_dir,
-        name="{study}-{variant}-s{seed}",
-    threads: 1
-    resources:
-        **launch_resources(gpus=1, runtime=60),
-    shell:
-        launch("sample", "sample {params.dir}")
-
-
-rule evaluate:
-    input:
-        samples="runs/{study}/{scale}/{variant}/seed{seed}/samples.npz",
-        prepared=prepared_inputs,
-    output:
-        "runs/{study}/{scale}/{variant}/seed{seed}/metrics.json",
-    log:
-        "runs/{study}/{scale}/{variant}/seed{seed}/logs/evaluate.log",
-    params:
-        dir=run_dir,
-        name="{study}-{variant}-s{seed}",
-    threads: 1
-    resources:
-        **launch_resources(gpus=1, runtime=60),
-    shell:
-        launch("evaluate", "evaluate {params.dir}")
-
-
-rule curve:
-    input:
-        network="runs/{study}/{scale}/{variant}/seed{seed}/network-final.pt",
-        prepared=prepared_inputs,
-    output:
-        "runs/{study}/{scale}/{variant}/seed{seed}/curve.json",
-    log:
-        "runs/{study}/{scale}/{variant}/seed{seed}/logs/curve.log",
-    params:
-        dir=run_dir,
-        name="{study}-{variant}-s{seed}",
-    threads: 1
-    resources:
-        **launch_resources(gpus=1, runtime=60),
-    shell:
-        launch("curve", "curve {params.dir}")
-
-
 rule baseline:
-    input:
-        like=baseline_like,
     output:
         "runs/{study}/{scale}/_reference/{kind}/samples.npz",
     log:
         "runs/{study}/{scale}/_reference/{kind}/logs/baseline.log",
     params:
         dir=run_dir,
-        like=lambda wildcards, input: str(Path(input.like).parent),
+        like=baseline_like,
     localrule: True
     shell:
-        "{DIMR} baseline {params.dir} --kind {wildcards.kind} --like {params.like} > {log} 2>&1"
+        "{DIMR} baseline {params.dir} --kind {wildcards.kind} --like {params.like:q} > {log} 2>&1"
 
 
 rule evaluate_baseline:

@@ -14,9 +14,12 @@ from pathlib import Path
 import pandas as pd
 
 # Columns in front; the protocol columns (protocol.<key>) follow in sorted order.
-COLUMNS = ["study", "scale", "variant", "label", "order", "seed", "reference", "metric", "value", "params",
-           "gmacs", "paper_fid", "paper_params", "preset", "recipe", "train_kimg", "batch_size",
-           "num_samples", "run_dir"]  # then learned, meaningful (with_learned), then protocol.*
+COLUMNS = ["study", "scale", "variant", "label", "order", "seed", "reference", "eval", "metric", "value",
+           "params", "gmacs", "paper_fid", "paper_params", "preset", "recipe", "train_kimg", "batch_size",
+           "num_samples", "nfe", "network", "run_dir"]  # then sweep.*, learned, meaningful, protocol.*
+# `eval`: main (the run's own sample section: the tables), sweep (a point of the study's sampling sweep,
+# reported), select (the same point on the selection sample seeds: only for choosing, never reported).
+# `run_dir` is the evaluation's folder (runs/networks/<network>/evals/<id>).
 # The curve table: one row per run × training snapshot, the curve's protocol columns after these.
 CURVE_COLUMNS = ["study", "scale", "variant", "label", "order", "seed", "kimg", "fid", "accuracy",
                  "num_samples", "run_dir"]
@@ -46,20 +49,24 @@ def read_json(path: Path) -> dict:
 
 
 def run_rows(run: dict, variant: dict, study: dict, info: dict) -> list[dict]:
-    """Rows of one run: one per metric value in its metrics.json; `info` has the network's params, GMACs."""
-    run_dir = Path(run["run_dir"])
-    result = read_json(run_dir / "metrics.json")
-    cfg = read_json(run_dir / "config.json")
+    """Rows of one run: one per metric value of each of its evaluations; `info`: the network's size."""
+    cfg = read_json(Path(run["network_dir"]) / "config.json")
     common = {
         "study": study["study"], "scale": study["scale"], "variant": run["variant"],
-        "label": variant["label"], "order": variant["order"], "seed": run["seed"],
+        "label": variant["label"], "order": variant["order"], "seed": run["seed"], "reference": "",
         "params": info.get("params"), "gmacs": info.get("gmacs"),
         "paper_fid": variant.get("paper_fid"), "paper_params": variant.get("paper_params"),
         "preset": cfg["preset"], "recipe": cfg["recipe"], "train_kimg": cfg["train"]["total_kimg"],
-        "batch_size": cfg["train"]["batch_size"], "num_samples": cfg["sample"]["num_samples"],
-        "run_dir": str(run_dir),
+        "batch_size": cfg["train"]["batch_size"], "network": run["network"],
     }
-    return metric_rows(result, {**common, "reference": ""})
+    rows = []
+    for e in run["evals"]:
+        result = read_json(Path(e["dir"]) / "metrics.json")
+        point = {f"sweep.{k}": v for k, v in e["point"].items() if k != "sample.seed_start"}
+        protocol = result.get("protocol", {})
+        rows += metric_rows(result, {**common, "eval": e["role"], "run_dir": e["dir"], **point,
+                                     "num_samples": protocol.get("num_samples"), "nfe": protocol.get("nfe")})
+    return rows
 
 
 def metric_rows(result: dict, common: dict) -> list[dict]:
@@ -85,7 +92,7 @@ def reference_rows(ref: dict, study: dict) -> list[dict]:
     run_dir = Path(ref["run_dir"])
     result = read_json(run_dir / "metrics.json")
     common = {"study": study["study"], "scale": study["scale"], "variant": kind, "label": ref["label"],
-              "order": REFERENCE_ORDER[kind], "seed": None, "reference": kind,
+              "order": REFERENCE_ORDER[kind], "seed": None, "reference": kind, "eval": "main",
               "num_samples": result.get("protocol", {}).get("num_samples"), "run_dir": str(run_dir)}
     return metric_rows(result, common)
 
@@ -120,8 +127,10 @@ def ordered(df: pd.DataFrame, columns: list[str], keys: list[str]) -> pd.DataFra
         if c not in df.columns:
             df[c] = None  # e.g. no reference row had a params column
     df["seed"] = df["seed"].astype("Int64")  # seeds stay integers next to the references' empty seed
+    sweep = [c for c in df.columns if c.startswith("sweep.")]  # in the study's order
+    after = [c for c in ("learned", "meaningful") if c in df.columns and c not in columns]
     protocol = sorted(c for c in df.columns if c.startswith("protocol."))
-    return df[columns + protocol].sort_values(keys, kind="stable").reset_index(drop=True)
+    return df[columns + sweep + after + protocol].sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def curve_rows(run: dict, variant: dict, study: dict, path) -> list[dict]:
@@ -129,13 +138,13 @@ def curve_rows(run: dict, variant: dict, study: dict, path) -> list[dict]:
     curve = read_json(Path(path))
     common = {"study": study["study"], "scale": study["scale"], "variant": run["variant"],
               "label": variant["label"], "order": variant["order"], "seed": run["seed"],
-              "run_dir": run["run_dir"], **protocol_columns(curve)}
+              "run_dir": run["evals"][0]["dir"], **protocol_columns(curve)}
     return [{**common, **{k: p.get(k) for k in ("kimg", "fid", "accuracy", "num_samples")}}
             for p in curve["points"]]
 
 
 def curves(runs: list[dict], paths: list[str], study: dict) -> pd.DataFrame:
-    """The curve table of `runs`, whose curve.json files are `paths` (one per run, same order)."""
+    """The curve table of `runs`, whose curve.json files are `paths` (one per run's main evaluation)."""
     if len(paths) != len(runs):
         raise SystemExit(f"aggregate: {len(paths)} curve files for {len(runs)} runs; input `curves` must "
                          "list one per run, in the order of params `runs`")

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from tables import (  # noqa: E402  (the not-learned rule and the reference rows are the table's)
+    main_rows,
     LEARNED_FACTOR,
     LEVEL,
     NOISE,
@@ -234,7 +235,7 @@ def make_figures(df: pd.DataFrame, title: str, out: dict, grids: list[str],
 
 
 def main(snakemake):
-    df = pd.read_csv(snakemake.input.table)
+    df = main_rows(pd.read_csv(snakemake.input.table))
     curves = pd.read_csv(snakemake.input.curves) if hasattr(snakemake.input, "curves") else None
     study = snakemake.params.study
     make_figures(df, f"{study['title']} ({study['scale']})", dict(snakemake.output.items()),

@@ -6,6 +6,7 @@ name and seed; `dimr.config.resolve_run_config` turns it into the full run confi
 the study file and the key. Imports neither torch nor Snakemake (resolution imports dimr lazily).
 """
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,11 @@ def validate_study(study: dict, path) -> dict:
     best = jsonschema.exceptions.best_match(validator.iter_errors(study))
     if best is not None:
         raise ConfigError(schema_error_message(path, best))
+    for scale, body in study["scales"].items():
+        key = body.get("select", {}).get("key")
+        if key is not None and key not in body.get("sweep", {}):
+            raise ConfigError(f"{path}: key 'scales.{scale}.select.key': {key!r} is not swept; swept keys: "
+                              f"{sorted(body.get('sweep', {}))}")
     for name, variant in study["variants"].items():
         for scale in ("tiny", "paper"):
             if scale in variant and scale not in study["scales"]:
@@ -121,3 +127,43 @@ def variant_table(study: dict) -> list[dict]:
     return [{"variant": name, "label": v.get("label", name), "order": i,
              "paper_fid": v.get("paper_fid"), "paper_params": v.get("paper_params")}
             for i, (name, v) in enumerate(study["variants"].items())]
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluations: every run is scored by its own sample section ("main", the tables), by each point of the
+# study's sweep ("sweep", the sweep figures) and, where a swept value is selected by FID, by each point
+# again on sample seeds the reported numbers never use ("select").
+
+
+def sweep_points(study: dict, scale: str) -> list[dict]:
+    """The study's sampling grid at `scale`: [{dotted sample key: value}], the first key slowest."""
+    sweep = study["scales"][scale].get("sweep") or {}
+    return [dict(zip(sweep, values)) for values in itertools.product(*sweep.values())]
+
+
+def evaluations(study: dict, scale: str) -> list[dict]:
+    """[{role, point}] of every run of the study: main, then the sweep, then the selection set."""
+    out = [{"role": "main", "point": {}}]
+    points = sweep_points(study, scale)
+    if points and points != [{}]:
+        out += [{"role": "sweep", "point": p} for p in points]
+        select = study["scales"][scale].get("select")
+        if select:
+            start = select.get("seed_start", SELECT_SEED_START)
+            out += [{"role": "select", "point": {**p, "sample.seed_start": start}} for p in points]
+    return out
+
+
+SELECT_SEED_START = 1_000_000  # the reported sample sets start at sample.seed_start (0): disjoint
+
+
+def unflatten(point: dict) -> dict:
+    """{"sample.sampler.steps": 8} -> {"sample": {"sampler": {"steps": 8}}}."""
+    out: dict = {}
+    for key, value in point.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = value
+    return out

@@ -33,6 +33,13 @@ def runs_of(df: pd.DataFrame) -> pd.DataFrame:
     return df[~is_reference(df)]
 
 
+def main_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each run's own evaluation and the references: the table's (sweep points have their own)."""
+    if "eval" not in df.columns:
+        return df
+    return df[df["eval"].fillna("main") == "main"].reset_index(drop=True)
+
+
 def reference_of(df: pd.DataFrame, kind: str) -> pd.DataFrame:
     """The rows of one reference kind (empty when the study has none)."""
     return df[is_reference(df) & (df.get("reference") == kind)]
@@ -276,7 +283,7 @@ def to_html(t: pd.DataFrame, title: str, footnotes: list[str]) -> str:
 
 
 def main(snakemake):
-    df = pd.read_csv(snakemake.input[0])
+    df = main_rows(pd.read_csv(snakemake.input[0]))
     study = snakemake.params.study
     t = table(df)
     foot = notes(df, study["paper_source"])
