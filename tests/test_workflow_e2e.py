@@ -72,10 +72,11 @@ def test_micro_study_runs_end_to_end_locally(tmp_path):
     assert run.returncode == 0, run.stderr[-4000:]
     print(f"\nmicro study end to end (local executor): {time.perf_counter() - t0:.0f} s")
     check_micro_results(workdir)
-    run_dir = workdir / "runs" / "micro" / "tiny" / "dimr" / "seed0"
-    record = json.loads((run_dir / "job-train.json").read_text())
-    assert record["executor"] == "local" and record["command"][-2:] == ["train", "runs/micro/tiny/dimr/seed0"]
-    assert list((run_dir / "checkpoints").glob("training-state-*.pt"))  # kept, though not a declared output
+    run = json.loads((workdir / "runs" / "micro" / "tiny" / "dimr" / "seed0" / "run.json").read_text())
+    net_dir = workdir / run["network_dir"]
+    record = json.loads((net_dir / "job-train.json").read_text())
+    assert record["executor"] == "local" and record["command"][-4:-2] == ["train", run["network_dir"]]
+    assert list((net_dir / "checkpoints").glob("training-state-*.pt"))  # kept, though not a declared output
 
     again = subprocess.run([*SNAKEMAKE, "-n", "--directory", str(workdir)], capture_output=True, text=True)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -86,3 +87,44 @@ def test_micro_study_runs_end_to_end_locally(tmp_path):
     html = (workdir / "reports" / "report.html").read_text()
     for item in ("fid_bars.png", "samples.png", "table.html", "micro.csv"):
         assert item in html, item
+
+
+def file_identity(path: Path) -> tuple[int, str]:
+    import hashlib
+
+    return path.stat().st_ino, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_sampling_edits_rerun_only_evaluation_and_training_edits_stop_before_any_job(tmp_path):
+    workdir = micro_workdir(tmp_path)
+    done = subprocess.run([*SNAKEMAKE, "--cores", "2", "--directory", str(workdir)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    run = json.loads((workdir / "runs/micro/tiny/dimr/seed0/run.json").read_text())
+    network = workdir / run["network_dir"] / "network-final.pt"
+    before = file_identity(network)
+    study = workdir / "studies" / "micro.yaml"
+
+    # A sampling key and an evaluation key: a new evaluation of the same network, no train job.
+    study.write_text(MICRO_STUDY.replace("num_samples: 50", "num_samples: 60").replace(
+        "{num_pr: 40}", "{num_pr: 30}"))
+    plan = subprocess.run([*SNAKEMAKE, "-n", "--directory", str(workdir)], capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "rule train:" not in plan.stdout and "rule evaluate:" in plan.stdout
+    rerun = subprocess.run([*SNAKEMAKE, "--cores", "2", "--directory", str(workdir)], capture_output=True,
+                           text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert file_identity(network) == before
+    df = pd.read_csv(workdir / "results" / "micro.csv")
+    assert (df.loc[df["reference"].isna(), "protocol.num_samples"] == 60).all()
+    assert len(list((network.parent / "evals").iterdir())) == 2  # the first evaluation is kept beside it
+
+    # A training key of the finished run: the planner stops, naming the key, before any job.
+    study.write_text(MICRO_STUDY.replace("total_kimg: 0.5", "total_kimg: 0.6"))
+    stop = subprocess.run([*SNAKEMAKE, "--cores", "2", "--directory", str(workdir)], capture_output=True,
+                          text=True, timeout=300)
+    assert stop.returncode != 0
+    assert "train.total_kimg: 0.5 -> 0.6" in stop.stderr and "Nothing was deleted" in stop.stderr
+    assert "rule train" not in stop.stdout
+    assert file_identity(network) == before
