@@ -169,6 +169,7 @@ def score_images(images, labels, seeds, n: int, ev: EvaluateConfig, inputs: Inpu
         check_reference,
         conditional_accuracy,
         extract,
+        image_batches,
         metrics_from_features,
         reference_pr_features,
     )
@@ -195,7 +196,7 @@ def score_images(images, labels, seeds, n: int, ev: EvaluateConfig, inputs: Inpu
     metrics = {k: values.get(k) for k in METRIC_KEYS}
     clean = None
     if ev.clean_fid:
-        sub = next(images.batches(ev.clean_fid_num, limit=min(n, ev.clean_fid_num)))
+        sub = next(image_batches(images, ev.clean_fid_num, limit=min(n, ev.clean_fid_num)))
         metrics["clean_fid"], clean = run_clean_fid(ev, extractor, sub, *clean_ref, batch_size)
         metrics["clean_fid_rel_diff"] = clean["clean_fid_rel_diff"]
 
