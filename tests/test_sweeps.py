@@ -17,7 +17,8 @@ def test_sweep_grid_and_selection_evaluations_are_expanded_in_file_order():
     study = {"scales": {"tiny": {"sweep": {S: [8, 16], G: [0.0, 1.0]}, "select": {"key": G}}}}
     evals = studies.evaluations(study, "tiny")
     assert [e["role"] for e in evals] == ["main"] + ["sweep"] * 4 + ["select"] * 4
-    assert [e["point"] for e in evals[1:5]] == [{S: 8, G: 0.0}, {S: 8, G: 1.0}, {S: 16, G: 0.0}, {S: 16, G: 1.0}]
+    grid = [{S: 8, G: 0.0}, {S: 8, G: 1.0}, {S: 16, G: 0.0}, {S: 16, G: 1.0}]
+    assert [e["point"] for e in evals[1:5]] == grid
     assert all(e["point"]["sample.seed_start"] == studies.SELECT_SEED_START for e in evals[5:])
     assert studies.unflatten({G: 1.0}) == {"sample": {"sampler": {"guidance": {"scale": 1.0}}}}
     assert studies.evaluations({"scales": {"tiny": {}}}, "tiny") == [{"role": "main", "point": {}}]

@@ -125,7 +125,8 @@ def test_dry_run_plans_one_train_job_per_distinct_training(scale, workdir):
     # resolution can only merge specs further (a default stated explicitly is the default)
     assert jobs["train", None] <= distinct < runs, (jobs["train", None], distinct, runs)
     # evaluations are per (network, sample + evaluate sections): shared runs share them too
-    assert jobs["evaluate", None] <= sum(study_size(s, scale) * evaluations_per_run(s, scale) for s in STUDIES)
+    planned = sum(study_size(s, scale) * evaluations_per_run(s, scale) for s in STUDIES)
+    assert jobs["evaluate", None] <= planned
     assert jobs["curve", None] <= distinct
     prepared = 1 if scale == "tiny" else 0
     assert jobs["fidnet", None] == prepared and jobs["reference", None] == prepared

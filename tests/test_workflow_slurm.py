@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slurm
 # The fake node has 1 GPU and nproc CPUs: replace the profile's paper-sized requests (a --set-resources
 # replaces the profile's block whole). 15 min: submitit treats USR2 under ~12.5 min as a time-out.
 JOB = "gpus=1,nodes=1,cpus_per_task=1,mem_mb=2000,runtime=15"
-RESOURCES = [f"{rule}:{kv}" for rule in ("fidnet", "reference", "train", "sample", "evaluate")
+RESOURCES = [f"{rule}:{kv}" for rule in ("fidnet", "reference", "train", "curve", "evaluate")
              for kv in JOB.split(",")]
 
 
@@ -29,10 +29,12 @@ def test_micro_study_through_the_slurm_profile(slurm_cluster, tmp_path):
     print(f"\nmicro study through --profile slurm: {time.perf_counter() - t0:.0f} s")
     check_micro_results(workdir)
 
-    run_dir = workdir / "runs" / "micro" / "tiny" / "dimr" / "seed0"
+    run = json.loads((workdir / "runs" / "micro" / "tiny" / "dimr" / "seed0" / "run.json").read_text())
+    main = run["evals"][0]["dir"]
+    stage_dirs = {"train": run["network_dir"], "curve": main, "evaluate": main}
     ids = {}
-    for stage in ("train", "sample", "evaluate"):
-        record = json.loads((run_dir / f"job-{stage}.json").read_text())
+    for stage, folder in stage_dirs.items():
+        record = json.loads((workdir / folder / f"job-{stage}.json").read_text())
         assert record["executor"] == "slurm", stage
         ids[stage] = record["job_id"]
     # Each stage ran as its own SLURM job, known to accounting, and nothing is left in the queue.

@@ -64,7 +64,8 @@ def write_baseline(out_dir, kind: str, like_run) -> Path:
 def add_arguments(p):
     p.add_argument("out_dir", help="folder for config.json and samples.npz")
     p.add_argument("--kind", required=True, choices=KINDS, help="real test images or uniform noise")
-    p.add_argument("--like", required=True, help="a run folder (or a run spec as JSON) whose data, sample and evaluate sections "
+    p.add_argument("--like", required=True,
+                   help="a run folder (or a run spec as JSON) whose data, sample and evaluate sections "
                    "to copy")
 
 

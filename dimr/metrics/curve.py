@@ -40,7 +40,8 @@ def curve_of_network(net_dir, ev: dict, eval_dir=None, device="cpu", batch: int 
     eval_dir = Path(eval_dir) if eval_dir else eval_dir_of(net_dir, ev)
     snapshot_networks(net_dir)  # checked before anything is written
     write_eval_config(eval_dir, net_dir, ev)
-    return write_curve(eval_dir / CURVE_FILE, net_dir, run_config(load_run_config(net_dir), ev), device, batch)
+    cfg = run_config(load_run_config(net_dir), ev)
+    return write_curve(eval_dir / CURVE_FILE, net_dir, cfg, device, batch)
 
 
 def write_curve(out: Path, net_dir, cfg: dict, device="cpu", batch: int = 250) -> dict:

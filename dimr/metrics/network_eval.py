@@ -37,7 +37,7 @@ ID_CHARS = 12  # of the eval config's sha256, naming its folder
 
 
 def resolve_eval_config(net_cfg: dict, over: dict) -> dict:
-    """{sample, evaluate}: the network config's own sections (or its recipe's) with `over` merged, validated."""
+    """{sample, evaluate}: the network config's own (or its recipe's) with `over` merged, validated."""
     bad = sorted(set(over) - set(EVAL_SECTIONS))
     if bad:
         raise ConfigError(f"an evaluation changes only {list(EVAL_SECTIONS)}, got {bad}: other sections "
@@ -74,7 +74,7 @@ def load_eval_file(path) -> dict:
     try:
         cfg = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise MissingFileError(f"{path} not found: create the evaluation with `dimr eval NETWORK_DIR`") from None
+        raise MissingFileError(f"{path} not found: create it with `dimr eval NETWORK_DIR`") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON ({e}); delete it and rerun `dimr eval`") from None
     missing = [k for k in EVAL_SECTIONS if k not in cfg]

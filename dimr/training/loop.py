@@ -148,7 +148,8 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
         if step % ckpt_every == 0 or done or interrupted:
             if rank == 0:
                 save_checkpoint(run_dir, {
-                    "cur_nimg": step * train["batch_size"], "step": step, "config_sha256": config_sha, "train_config": train_cfg,
+                    "cur_nimg": step * train["batch_size"], "step": step, "config_sha256": config_sha,
+                    "train_config": train_cfg,
                     "model": model.state_dict(), "ema": ema.state_dict(),
                     "optimizer": optimizer.state_dict()}, train["keep_checkpoints"])
             distributed.barrier()

@@ -15,7 +15,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from tables import (  # noqa: E402  (the not-learned rule and the reference rows are the table's)
-    main_rows,
     LEARNED_FACTOR,
     LEVEL,
     NOISE,
@@ -23,6 +22,7 @@ from tables import (  # noqa: E402  (the not-learned rule and the reference rows
     intervals,
     learned_cell,
     learned_runs,
+    main_rows,
     reference_value,
     runs_of,
 )
