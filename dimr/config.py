@@ -144,9 +144,10 @@ RECIPES = {
         # the garment's silhouette is decided; ε-space weights give that end almost none.
         "diffusion": {"schedule": {"type": "cosine"}, "prediction": "v",
                       "loss": {"type": "single-scale", "weighting": {"type": "v-mse"}}},
-        # Short runs: a high lr with betas (0.9, 0.99), no weight decay, and an EMA that warms up so
-        # that the average does not hold the initial weights (the paper's 0.9999 needs 300K steps).
-        "train": {"batch_size": 64, "total_kimg": 100.0, "lr": 2e-3, "betas": [0.9, 0.99],
+        # Short runs: a high lr (4e-3: U-ViT FID 71 -> 56, MRN with TD-LN 44 -> 29 over 2e-3 on the
+        # search seed; 8e-3 is worse again) with betas (0.9, 0.99), no weight decay, and an EMA that warms
+        # up so that the average does not hold the initial weights (the paper's 0.9999 needs 300K steps).
+        "train": {"batch_size": 64, "total_kimg": 100.0, "lr": 4e-3, "betas": [0.9, 0.99],
                   "weight_decay": 0.0, "warmup_kimg": 1.0, "ema_decay": 0.999, "ema_warmup": True,
                   "precision": "fp32", "checkpoint_kimg": 10.0, "log_kimg": 5.0, "snapshot_kimg": 25.0},
         "sample": {"num_samples": 1000, "grid": 100, "snapshot_samples": 500, "npz": False,

@@ -61,7 +61,10 @@ def make_runs(root: Path) -> list[dict]:
                       for k in (1, 2, 4)]
             (d / "curve.json").write_text(json.dumps({"points": points, "protocol": protocol(100)}))
             Image.fromarray(rng.integers(0, 255, (68, 68), dtype=np.uint8)).save(d / "grid.png")
-            runs.append({"variant": v["variant"], "seed": seed, "run_dir": str(d)})
+            # as the workflow's run_meta gives them: the network folder and its evaluations
+            runs.append({"variant": v["variant"], "seed": seed, "network": f"net-{v['variant']}-{seed}",
+                         "network_dir": str(d), "evals": [{"role": "main", "point": {}, "eval": "e",
+                                                           "dir": str(d)}]})
     return runs
 
 
@@ -121,7 +124,7 @@ def test_unknown_reference_kind_is_refused(runs):
 
 
 def test_curve_table_has_one_row_per_run_and_snapshot(runs):
-    paths = [f"{r['run_dir']}/curve.json" for r in runs]
+    paths = [f"{r['network_dir']}/curve.json" for r in runs]
     c = aggregate.curves(runs, paths, STUDY)
     assert len(c) == 8 * 3 and list(c.columns[:11]) == aggregate.CURVE_COLUMNS
     first = c[(c["variant"] == "uvit") & (c["seed"] == 0)]
@@ -232,9 +235,9 @@ def test_table_without_reference_rows_still_renders(runs):
 
 
 def test_figures_are_written_as_png(long_table, runs, tmp_path):
-    curves = aggregate.curves(runs, [f"{r['run_dir']}/curve.json" for r in runs], STUDY)
+    curves = aggregate.curves(runs, [f"{r['network_dir']}/curve.json" for r in runs], STUDY)
     out = {name: tmp_path / f"{name}.png" for name in figures.FIGURES}
-    grids = [f"{r['run_dir']}/grid.png" for r in runs]
+    grids = [f"{r['network_dir']}/grid.png" for r in runs]
     figures.make_figures(long_table, "Toy roadmap (tiny)", out, grids, curves)
     for name, path in out.items():
         with Image.open(path) as im:
@@ -299,7 +302,7 @@ def test_scripts_main_with_the_rules_inputs_params_and_outputs(runs, tmp_path):
     out = tmp_path / "results"
     out.mkdir()
     agg = SimpleNamespace(
-        input=Files(info="info.json", curves=[f"{r['run_dir']}/curve.json" for r in runs]),
+        input=Files(info="info.json", curves=[f"{r['network_dir']}/curve.json" for r in runs]),
         output=Files(f"{out}/toy.csv", curves=f"{out}/toy_curves.csv"), log=[f"{out}/agg.log"],
         params=SimpleNamespace(runs=runs, study=STUDY, references=refs))
     aggregate.main(agg)
@@ -311,7 +314,7 @@ def test_scripts_main_with_the_rules_inputs_params_and_outputs(runs, tmp_path):
     assert "14.00 [9.03, 18.97]" in Path(f"{out}/toy.md").read_text()
     assert len(pd.read_csv(f"{out}/toy_summary.csv")) == 3 * METRICS_PER_RUN
     fig = SimpleNamespace(
-        input=Files(table=f"{out}/toy.csv", grids=[f"{r['run_dir']}/grid.png" for r in runs],
+        input=Files(table=f"{out}/toy.csv", grids=[f"{r['network_dir']}/grid.png" for r in runs],
                     curves=f"{out}/toy_curves.csv"),
         output=Files(**{name: f"{out}/{name}.png" for name in figures.FIGURES}), log=[f"{out}/fig.log"],
         params=SimpleNamespace(study=STUDY))
