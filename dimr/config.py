@@ -9,6 +9,8 @@ this module owns the training and sampling sections and the composition.
 import copy
 import dataclasses
 import json
+import math
+import re
 import subprocess
 import typing
 from dataclasses import dataclass, field
@@ -205,7 +207,7 @@ def parse_overrides(items: list[str]) -> dict:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=1e-4")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: cannot parse value ({e})") from None
         node = out
@@ -246,7 +248,7 @@ def resolve_run_config(spec: dict) -> dict:
     seed = spec.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
-    return {
+    cfg = {
         "name": str(spec.get("name", spec["preset"])),
         "seed": seed,
         "preset": spec["preset"],
@@ -260,6 +262,21 @@ def resolve_run_config(spec: dict) -> dict:
         "evaluate": dataclasses.asdict(dataclass_from_dict_or_self(
             EvaluateConfig, merged.get("evaluate", {}), "evaluate")),
     }
+    bad = non_finite_keys(cfg)
+    if bad:  # no setting of any section means anything at NaN or ±inf (json would write them as NaN)
+        raise ConfigError(f"non-finite value(s) at {bad}: every number of a run config must be finite")
+    return cfg
+
+
+def non_finite_keys(node, prefix: str = "") -> list[str]:
+    """Dotted keys of the NaN and ±inf floats in a nested config."""
+    if isinstance(node, dict):
+        return [k for key, v in node.items() for k in non_finite_keys(v, f"{prefix}{key}.")]
+    if isinstance(node, (list, tuple)):
+        return [k for i, v in enumerate(node) for k in non_finite_keys(v, f"{prefix}{i}.")]
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"{prefix.rstrip('.')}={node}"]
+    return []
 
 
 def dataclass_from_dict_or_self(cls, d, where):
@@ -278,6 +295,37 @@ def results_subset(cfg: dict) -> dict:
     return {k: cfg[k] for k in RESULT_SECTIONS if k in cfg}
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the
+    last one silently: a study's duplicated variant would lose a row)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice in one "
+                                  "mapping; keep one (YAML would silently drop the first)")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+# YAML 1.1 (PyYAML) reads 1e-4 as a string; read it as the number everyone means (YAML 1.2 does).
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """YAML (or JSON) text -> Python, rejecting duplicate keys; every YAML the project reads goes here."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def load_spec(value: str, option: str = "--spec") -> dict:
     """A mapping given as a YAML/JSON file or as the text itself (the workflow passes JSON text)."""
     try:
@@ -285,7 +333,7 @@ def load_spec(value: str, option: str = "--spec") -> dict:
     except OSError as e:
         raise ConfigError(f"{option} {value[:80]}: cannot read ({e})") from None
     try:
-        spec = yaml.safe_load(text)
+        spec = load_yaml(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{option} {value[:80]}: neither a readable file nor YAML/JSON ({e})") from None
     if not isinstance(spec, dict):

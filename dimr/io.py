@@ -12,18 +12,48 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     """Write to a temporary file in the same directory, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from a group on a cluster
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself survives a power cut
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+TMP_SUFFIX = ".tmp"
+
+
+def stale_temp_files(folder) -> list[Path]:
+    """Temporary files of writes that were killed (SIGKILL leaves no chance to unlink them)."""
+    folder = Path(folder)
+    return sorted(folder.glob(f".*{TMP_SUFFIX}")) if folder.is_dir() else []
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems do not fsync directories
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path, text: str) -> Path:
@@ -61,3 +91,12 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
 def sha256_json(obj) -> str:
     """Hash of a JSON-serialisable object, independent of key order."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+
+def npz_errors() -> tuple:
+    """What numpy and zipfile raise on a damaged .npz: truncated, empty, not a zip, bad CRC, bad header."""
+    import zipfile
+    import zlib
+
+    return (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError)

@@ -18,7 +18,7 @@ import numpy as np
 
 from dimr.config import dataclass_from_dict, deep_merge, git_commit, parse_overrides
 from dimr.errors import ConfigError, MissingFileError
-from dimr.io import atomic_write_json, sha256_file
+from dimr.io import atomic_write_json, npz_errors, sha256_file
 
 SAMPLES_FILE, METRICS_FILE, CONFIG_FILE = "samples.npz", "metrics.json", "config.json"
 METRIC_KEYS = ("fid", "is_mean", "is_std", "precision", "recall", "accuracy", "fid_boot_std", "fid_boot_lo",
@@ -96,13 +96,17 @@ def read_samples(path: Path):
     """(NpzImages of arr_0, labels or None, seeds or None, meta dict) of a samples.npz."""
     from dimr.metrics.fidelity import NpzImages
 
-    with np.load(path, allow_pickle=False) as z:
-        if "arr_0" not in z:
-            raise ConfigError(f"{path} has no arr_0 (keys {sorted(z.keys())}); rewrite it with `dimr sample`")
-        labels = z["labels"] if "labels" in z else None
-        seeds = z["seeds"] if "seeds" in z else None
-        meta = json.loads(str(z["meta"])) if "meta" in z else {}
-    images = NpzImages(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "arr_0" not in z:
+                raise ConfigError(f"{path} has no arr_0 (keys {sorted(z.keys())}); rewrite it with `dimr sample`")
+            labels = z["labels"] if "labels" in z else None
+            seeds = z["seeds"] if "seeds" in z else None
+            meta = json.loads(str(z["meta"])) if "meta" in z else {}
+        images = NpzImages(path)
+    except npz_errors() as e:
+        raise ConfigError(f"{path} is damaged or not an .npz ({type(e).__name__}: {e}); nothing was scored: "
+                          "delete it and make it again with `dimr sample`") from None
     if images.dtype != np.uint8 or len(images.shape) != 4 or images.shape[-1] not in (1, 3):
         raise ConfigError(f"{path}: arr_0 must be uint8 (N, H, W, 1|3), got {images.dtype} {images.shape}")
     return images, labels, seeds, meta
@@ -113,7 +117,11 @@ def evaluate_run(run_dir, overrides: dict | None = None, batch_size: int = 64, d
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise MissingFileError(f"{run_dir / CONFIG_FILE} not found: is {run_dir} a run directory?")
-    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    try:
+        config = json.loads((run_dir / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{run_dir / CONFIG_FILE} is not valid JSON ({e}); restore it or recreate the run "
+                          "(`dimr train` / `dimr baseline` write it)") from None
     ev = EvaluateConfig.from_dict(deep_merge(config.get("evaluate", {}), overrides or {}))  # validated
 
     # Every input file, before computing anything.

@@ -36,7 +36,7 @@ class ExtractorSpec:
 
 EXTRACTORS = {
     "fmnist-net": ExtractorSpec("dimr-fmnist-net", "feat", "logits", None, None,
-                                "train it here (no internet needed): `dimr fidnet work/fidnet`"),
+                                "train it here (no internet needed): `dimr fidnet {folder}`"),
     "inception-v3-compat": ExtractorSpec(
         "inception-v3-compat", "2048", "logits_unbiased", 3, TFID_INCEPTION_SHA256,
         f"on a machine with internet: `curl -L -o {TFID_INCEPTION_FILE} {TFID_INCEPTION_URL}`, then copy it "
@@ -88,14 +88,15 @@ def resolve_weights(name: str, path=None, sha256: str | None = None) -> Resolved
     path = path or default_weights(name)
     if path is None:
         raise ConfigError(f"extractor {name!r} needs `evaluate.extractor_weights` (a fidnet.pt); "
-                          f"{spec.fetch}")
+                          f"{spec.fetch.replace('{folder}', 'work/fidnet')}")
     expected = sha256 or spec.known_sha256
     if name == "fmnist-net" and expected is None:
         expected = fidnet.recorded_sha256(path)  # fidnet.json written next to the weights
         if expected is None and Path(path).is_file():
             raise ConfigError(f"no sha256 for {path}: set `evaluate.extractor_sha256`, or keep the "
                               f"{fidnet.INFO_FILE} that `dimr fidnet` wrote next to it")
-    digest = check_file(path, f"{name} weights", spec.fetch, expected)
+    fetch = spec.fetch.replace("{folder}", str(Path(path).parent))  # the configured folder, not ours
+    digest = check_file(path, f"{name} weights", fetch, expected)
     meaningful = spec.known_sha256 is None or digest == spec.known_sha256
     return ResolvedWeights(str(path), digest, meaningful)
 

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dimr.errors import ConfigError
+from dimr.io import npz_errors
 from dimr.metrics import extractors
 from dimr.metrics.stats import FeatureStats, Stats, fid_from_stats
 
@@ -127,8 +128,13 @@ class NpzImages:
             _read_npy_header(f)  # leaves `f` at the first element
             for i in range(0, n, batch_size):
                 count = min(batch_size, n - i)
-                buf = bytearray(f.read(count * row))  # writable, as torch.from_numpy wants
-                yield np.frombuffer(buf, self.dtype).reshape((count,) + tuple(self.shape[1:]))
+                try:  # the zip's CRC is checked as the last bytes are read: damage shows up here
+                    buf = bytearray(f.read(count * row))  # writable, as torch.from_numpy wants
+                    images = np.frombuffer(buf, self.dtype).reshape((count,) + tuple(self.shape[1:]))
+                except npz_errors() as e:
+                    raise ConfigError(f"{self.path} is damaged ({type(e).__name__}: {e}); nothing was "
+                                      "written: delete it and make it again") from None
+                yield images
 
 
 def _read_npy_header(f):

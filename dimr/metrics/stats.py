@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from dimr.errors import ConfigError, MissingFileError
-from dimr.io import atomic_savez, sha256_file
+from dimr.io import atomic_savez, npz_errors, sha256_file
 
 # ----------------------------------------------------------------------------
 # Streaming: running sums n, Σf, Σffᵀ in float64 (EDM2 `FeatureStats`).
@@ -129,6 +129,14 @@ def load_stats(path, sha256: str | None = None) -> Stats:
     if sha256 is not None and digest != sha256.lower():
         raise MissingFileError(f"{path}: sha256 {digest} differs from the expected {sha256}; "
                                "the reference statistics changed: regenerate them or fix the expected hash")
+    try:
+        return _read_stats(path, digest)
+    except npz_errors() as e:
+        raise ConfigError(f"reference statistics {path} are damaged or not an .npz ({type(e).__name__}: {e}); "
+                          "make them again with `dimr reference` (or download ADM's file again)") from None
+
+
+def _read_stats(path: Path, digest: str) -> "Stats":
     with np.load(path, allow_pickle=False) as z:
         if "mu" not in z or "sigma" not in z:
             raise ConfigError(f"{path} has no `mu`/`sigma` arrays (keys: {sorted(z.keys())}); "

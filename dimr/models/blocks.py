@@ -28,11 +28,23 @@ class TransformerBlock(nn.Module):
     """Pre-norm block x += Attn(Norm(x)); x += MLP(Norm(x)), conditioned as its mechanism says."""
 
     def __init__(
-        self, dim, heads, mlp, mlp_ratio, mech: Mechanism, cond_dim, qkv_bias, grid, n_extra, dropout=0.0
+        self,
+        dim,
+        heads,
+        mlp,
+        mlp_ratio,
+        mech: Mechanism,
+        cond_dim,
+        qkv_bias,
+        grid,
+        n_extra,
+        dropout=0.0,
+        gelu_approximate="none",
     ):
         super().__init__()
         self.norm1, self.attn = make_norm(mech.block_norm, dim), Attention(dim, heads, qkv_bias)
-        self.norm2, self.mlp = make_norm(mech.block_norm, dim), make_mlp(mlp, dim, mlp_ratio)
+        self.norm2 = make_norm(mech.block_norm, dim)
+        self.mlp = make_mlp(mlp, dim, mlp_ratio, gelu_approximate)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         # adaLN: [shift1, scale1, shift2, scale2]; adaLN-Zero adds the gates [.., gate1, .., gate2] (DiT).
         self.modulation = Modulation(cond_dim, dim, mech.transformer_mods) if mech.transformer_mods else None
@@ -58,11 +70,23 @@ class TransformerBlock(nn.Module):
 class ConvNeXtBlock(nn.Module):
     """DiMR's ConvNeXt block: x += DWConv7×7(x) (no norm before it); x += MLP(Norm(x)) (official code)."""
 
-    def __init__(self, dim, mlp, mlp_ratio, mech: Mechanism, cond_dim, grid, kernel_size=7, dropout=0.0):
+    def __init__(
+        self,
+        dim,
+        mlp,
+        mlp_ratio,
+        mech: Mechanism,
+        cond_dim,
+        grid,
+        kernel_size=7,
+        dropout=0.0,
+        gelu_approximate="none",
+    ):
         super().__init__()
         self.grid = grid
         self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
-        self.norm, self.mlp = make_norm(mech.block_norm, dim), make_mlp(mlp, dim, mlp_ratio)
+        self.norm = make_norm(mech.block_norm, dim)
+        self.mlp = make_mlp(mlp, dim, mlp_ratio, gelu_approximate)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         # adaLN: [shift, scale] of the MLP residual; adaLN-Zero: [gate1 (DWConv), shift, scale, gate2 (MLP)].
         self.modulation = Modulation(cond_dim, dim, mech.convnext_mods) if mech.convnext_mods else None

@@ -11,6 +11,9 @@ from dimr.models.conditioning import CONDITIONINGS
 
 BLOCK_TYPES = ("transformer", "convnext")
 MLP_TYPES = ("glu", "gelu")
+GELU_APPROXIMATIONS = ("none", "tanh")  # nn.GELU(approximate=...): exact erf | DiT's tanh formula
+INITS = ("trunc-normal", "dit")  # weight init schemes of initialize_weights (layers.init_linear)
+LABEL_EMBED_INITS = ("trunc-normal", "normal", "normal-1")  # layers.init_label_embed
 
 
 @dataclass
@@ -41,6 +44,9 @@ class MRNConfig:
     qkv_bias: bool = False  # bias of the qkv projection (False in DiMR and U-ViT)
     learn_sigma: bool = False  # last head also predicts the variance (2·C channels)
     dropout: float = 0.0  # dropout on residual branches (official `dropout_prob`)
+    gelu_approximate: str = "none"  # MLP GELU: "none" (exact; official nn.GELU()) | "tanh" (DiT's)
+    init: str = "trunc-normal"  # "trunc-normal" (0.02, official Linear) | "dit" (as in TransformerConfig)
+    label_embed_init: str = "trunc-normal"  # class tables (as TransformerConfig); official Embedding: 0.02
 
     def validate(self):
         """Check values (types are checked by from_dict)."""
@@ -89,6 +95,14 @@ class TransformerConfig:
     qkv_bias: bool = True  # DiT (timm) True; U-ViT False
     learn_sigma: bool = True  # predict the variance too (2·C output channels; DiT)
     dropout: float = 0.0  # dropout on residual branches
+    # DiT's MLP uses nn.GELU(approximate="tanh") (official DiT models.py, DiTBlock); U-ViT the exact GELU.
+    gelu_approximate: str = "none"  # "none" (exact erf) | "tanh"
+    # "dit": DiT's initialize_weights (xavier-uniform Linear and patch embedding, N(0, 0.02²) t-embedder MLP);
+    # "trunc-normal": trunc-normal(0.02) Linear weights (U-ViT's _init_weights). Biases are zero in both.
+    init: str = "trunc-normal"
+    # Class tables: "trunc-normal" (0.02) | "normal" (N(0, 0.02²), DiT) | "normal-1" (N(0, 1): U-ViT leaves
+    # nn.Embedding at PyTorch's default, official libs/uvit.py `label_emb` is not touched by _init_weights).
+    label_embed_init: str = "trunc-normal"
 
     def validate(self):
         """Check values (types are checked by from_dict)."""
@@ -113,6 +127,9 @@ def _choice(name, value, choices):
 
 
 def _check_common(cfg):
+    _choice("gelu_approximate", cfg.gelu_approximate, GELU_APPROXIMATIONS)
+    _choice("init", cfg.init, INITS)
+    _choice("label_embed_init", cfg.label_embed_init, LABEL_EMBED_INITS)
     if cfg.in_channels <= 0 or cfg.resolution <= 0 or cfg.num_classes < 0:
         raise ConfigError("in_channels and resolution must be positive and num_classes >= 0")
     if cfg.mlp_ratio is None:

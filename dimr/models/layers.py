@@ -1,4 +1,4 @@
-"""Layers shared by the nets: attention, MLPs, relative position bias, token/patch reshapes, positions."""
+"""Layers shared by the nets: attention, MLPs, relative position bias, token reshapes, positions, init."""
 
 import torch
 import torch.nn as nn
@@ -27,11 +27,12 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Plain MLP: Linear → GELU → Linear (ratio 4 in U-ViT/DiT)."""
+    """Plain MLP: Linear → GELU → Linear (ratio 4 in U-ViT/DiT; DiT's GELU is the tanh approximation)."""
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, gelu_approximate: str = "none"):
         super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.act = nn.GELU(approximate=gelu_approximate)  # DiT models.py: approx_gelu in DiTBlock's Mlp
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))
@@ -40,19 +41,20 @@ class Mlp(nn.Module):
 class GEGLU(nn.Module):
     """Gated MLP W2(GELU(W0 x) ⊙ W1 x), hidden width 2D in DiMR (official MLPBlock)."""
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, gelu_approximate: str = "none"):
         super().__init__()
         self.w0, self.w1, self.w2 = nn.Linear(dim, hidden), nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-        self.act = nn.GELU()
+        self.act = nn.GELU(approximate=gelu_approximate)
 
     def forward(self, x):
         return self.w2(self.act(self.w0(x)) * self.w1(x))
 
 
-def make_mlp(kind: str, dim: int, ratio: float) -> nn.Module:
-    """`glu` (GEGLU) or `gelu` (plain MLP) with hidden width round(ratio·dim)."""
+def make_mlp(kind: str, dim: int, ratio: float, gelu_approximate: str = "none") -> nn.Module:
+    """`glu` (GEGLU) or `gelu` (plain MLP) with hidden width round(ratio·dim); GELU exact or "tanh"."""
     hidden = int(round(ratio * dim))
-    return GEGLU(dim, hidden) if kind == "glu" else Mlp(dim, hidden)
+    mlp = GEGLU if kind == "glu" else Mlp
+    return mlp(dim, hidden, gelu_approximate)
 
 
 class RelativePositionBias(nn.Module):
@@ -112,3 +114,35 @@ def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
     gh, gw = torch.meshgrid(coords, coords, indexing="ij")
     emb = torch.cat([one_d(dim // 2, gw), one_d(dim // 2, gh)], dim=1)  # DiT's order: grid[0] (columns) first
     return emb.float()[None]
+
+
+#################################################################################
+#                   Initialisation (called by initialize_weights)               #
+#################################################################################
+
+
+def init_linear(m: nn.Linear, scheme: str):
+    """Weight trunc-normal(0.02) (U-ViT `_init_weights`, DiMR's Linear) or xavier-uniform ("dit"); bias 0."""
+    if scheme == "dit":
+        nn.init.xavier_uniform_(m.weight)  # DiT models.py initialize_weights: _basic_init
+    else:
+        nn.init.trunc_normal_(m.weight, std=0.02)
+    if m.bias is not None:
+        nn.init.zeros_(m.bias)
+
+
+def init_patch_embed_as_linear(conv: nn.Conv2d):
+    """DiT: initialise the patch embedding like nn.Linear, xavier-uniform on the (D, C·p·p) view; bias 0."""
+    w = conv.weight.data
+    nn.init.xavier_uniform_(w.view([w.shape[0], -1]))  # DiT models.py initialize_weights
+    nn.init.zeros_(conv.bias)
+
+
+def init_label_embed(m: nn.Embedding, scheme: str):
+    """Class table: trunc-normal(0.02) (DiMR), N(0, 0.02²) ("normal", DiT) or N(0, 1) ("normal-1", U-ViT)."""
+    if scheme == "normal-1":
+        nn.init.normal_(m.weight, std=1.0)  # PyTorch's nn.Embedding default, kept by U-ViT (libs/uvit.py)
+    elif scheme == "normal":
+        nn.init.normal_(m.weight, std=0.02)  # DiT models.py: y_embedder.embedding_table
+    else:
+        nn.init.trunc_normal_(m.weight, std=0.02)

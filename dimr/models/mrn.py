@@ -12,7 +12,13 @@ import torch.nn as nn
 from dimr.models.blocks import ConvHead, ConvNeXtBlock, TransformerBlock, run_blocks
 from dimr.models.conditioning import ConditionEmbedding, Modulation, get_mechanism, sinusoidal_embedding
 from dimr.models.config import MRNConfig
-from dimr.models.layers import patchify_tokens, pixel_shuffle_tokens
+from dimr.models.layers import (
+    init_label_embed,
+    init_linear,
+    init_patch_embed_as_linear,
+    patchify_tokens,
+    pixel_shuffle_tokens,
+)
 from dimr.models.td_layernorm import TimeDependentParameter, make_norm, td_nodecay_names
 
 
@@ -56,6 +62,7 @@ class Branch(nn.Module):
 
         n_blocks = 2 * (cfg.depths[r] // 2) + 1 if cfg.long_skips else cfg.depths[r]
         common = dict(mlp=cfg.mlp, mlp_ratio=cfg.mlp_ratio, mech=mech, cond_dim=cond_dim, dropout=cfg.dropout)
+        common.update(gelu_approximate=cfg.gelu_approximate)
         if kind == "transformer":
             tf = dict(heads=cfg.heads[r], qkv_bias=cfg.qkv_bias, grid=self.grid, n_extra=self.n_extra)
             self.blocks = nn.ModuleList([TransformerBlock(D, **tf, **common) for _ in range(n_blocks)])
@@ -120,18 +127,22 @@ class MRN(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self):
-        """SPEC §2: Linear/Embedding trunc-normal(0.02), zero bias, convs PyTorch default; then zero-inits."""
+        """Weights by cfg.init and cfg.label_embed_init, zero biases, convs PyTorch default; then zero-inits."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+                init_linear(m, self.cfg.init)
             elif isinstance(m, nn.Embedding):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+                init_label_embed(m, self.cfg.label_embed_init)
             elif isinstance(m, TimeDependentParameter):
                 m.reset_parameters()  # p0 = p1, w = b = 0: TD-LN starts as plain LN
         for b in self.branches:
             nn.init.trunc_normal_(b.pos_embed, std=0.02)
+        if self.cfg.init == "dit":  # DiT models.py initialize_weights, applied to every branch
+            for b in self.branches:
+                init_patch_embed_as_linear(b.patch_embed)
+            if self.cond_embed is not None:  # t_embedder.mlp[0] and mlp[2] weights N(0, 0.02²)
+                for lin in self.cond_embed.mlp[::2]:
+                    nn.init.normal_(lin.weight, std=0.02)
         if self.mech.zero_init:
             # adaLN-Zero (DiT): every modulation and every output head starts at zero.
             for m in self.modules():

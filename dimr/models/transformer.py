@@ -11,7 +11,13 @@ import torch.nn as nn
 from dimr.models.blocks import LinearHead, TransformerBlock, run_blocks
 from dimr.models.conditioning import ConditionEmbedding, Modulation, get_mechanism, sinusoidal_embedding
 from dimr.models.config import TransformerConfig
-from dimr.models.layers import patchify_tokens, sincos_pos_embed
+from dimr.models.layers import (
+    init_label_embed,
+    init_linear,
+    init_patch_embed_as_linear,
+    patchify_tokens,
+    sincos_pos_embed,
+)
 from dimr.models.td_layernorm import TimeDependentParameter, td_nodecay_names
 
 
@@ -39,6 +45,7 @@ class Transformer(nn.Module):
         n_blocks = 2 * (cfg.depth // 2) + 1 if cfg.long_skips else cfg.depth
         blk = dict(heads=cfg.heads, mlp=cfg.mlp, mlp_ratio=cfg.mlp_ratio, mech=self.mech, cond_dim=D)
         blk.update(qkv_bias=cfg.qkv_bias, grid=self.grid, n_extra=self.n_extra, dropout=cfg.dropout)
+        blk.update(gelu_approximate=cfg.gelu_approximate)
         self.blocks = nn.ModuleList([TransformerBlock(D, **blk) for _ in range(n_blocks)])
         self.skips = None
         if cfg.long_skips:  # U-ViT: x = Linear(2D→D)(concat[x, skip]) before each out block
@@ -48,18 +55,21 @@ class Transformer(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self):
-        """SPEC §2: Linear/Embedding trunc-normal(0.02), zero bias, convs PyTorch default; then zero-inits."""
+        """Weights by cfg.init and cfg.label_embed_init, zero biases, convs PyTorch default; then zero-inits."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+                init_linear(m, self.cfg.init)
             elif isinstance(m, nn.Embedding):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+                init_label_embed(m, self.cfg.label_embed_init)
             elif isinstance(m, TimeDependentParameter):
                 m.reset_parameters()  # p0 = p1, w = b = 0: TD-LN starts as plain LN
         if isinstance(self.pos_embed, nn.Parameter):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cfg.init == "dit":  # DiT models.py initialize_weights
+            init_patch_embed_as_linear(self.patch_embed)
+            if self.cond_embed is not None:  # t_embedder.mlp[0] and mlp[2] weights N(0, 0.02²)
+                for lin in self.cond_embed.mlp[::2]:
+                    nn.init.normal_(lin.weight, std=0.02)
         if self.mech.zero_init:
             # adaLN-Zero (DiT): zero every modulation, and the final linear layer.
             for m in self.modules():

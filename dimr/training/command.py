@@ -5,6 +5,7 @@ from pathlib import Path
 
 from dimr.config import (
     CONFIG_FILE,
+    TRAIN_SECTIONS,
     deep_merge,
     load_run_config,
     load_spec,
@@ -42,12 +43,22 @@ def add_config_arguments(p):
 
 
 def ensure_run_config(args) -> dict:
-    """Return the run's config, creating it from --preset/--spec/--set when it does not exist yet."""
+    """Return the run's config, creating it from --preset/--spec/--set when it does not exist yet.
+
+    On an existing run, --set/--spec are checked against it: the same values are fine, others are an error
+    naming the keys. The data set is checked before config.json is written, so a wrong path can be fixed.
+    """
+    from dimr.data import validate_data_config
+
     run_dir = Path(args.run_dir)
+    path = run_dir / CONFIG_FILE
     creating = any([args.preset, args.spec, args.overrides, args.recipe, args.seed is not None])
-    if (run_dir / CONFIG_FILE).exists() and not creating:
+    if path.exists() and not creating:
         return load_run_config(run_dir)
     spec = {}
+    if path.exists() and not args.spec and not args.preset:  # --set on an existing run: its own settings
+        existing = load_run_config(run_dir)
+        spec = {k: existing[k] for k in TRAIN_SECTIONS + ("name",) if k in existing}
     if args.spec:
         spec = load_spec(args.spec)
     spec = deep_merge(spec, parse_overrides(args.overrides))
@@ -55,11 +66,13 @@ def ensure_run_config(args) -> dict:
         if getattr(args, key) is not None:
             spec[key] = getattr(args, key)
     if "preset" not in spec:
-        raise ConfigError(f"{run_dir / CONFIG_FILE} does not exist: give --preset (and optionally --recipe, "
+        raise ConfigError(f"{path} does not exist: give --preset (and optionally --recipe, "
                           f"--set) to create the run, e.g. `dimr train {run_dir} --preset tiny-dimr`")
     spec.setdefault("name", run_dir.name)
+    cfg = resolve_run_config(spec)
+    validate_data_config(cfg["data"])  # before anything is written
     # Identical settings re-used on an existing run are fine; different ones are an error naming keys.
-    return write_run_config(run_dir, resolve_run_config(spec))
+    return write_run_config(run_dir, cfg)
 
 
 def run(args) -> int:

@@ -20,9 +20,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dimr.config import train_identity, train_subset
 from dimr.errors import DimrError
-from dimr.io import atomic_torch_save, atomic_write_text
+from dimr.io import atomic_write_text, stale_temp_files
 from dimr.training import distributed
-from dimr.training.checkpoint import FINAL_NETWORK, latest_checkpoint, save_checkpoint, save_snapshot
+from dimr.training.checkpoint import (
+    FINAL_NETWORK,
+    latest_checkpoint,
+    load_state,
+    network_state,
+    save_checkpoint,
+    save_snapshot,
+    save_state,
+)
 from dimr.training.data_stream import StreamBatchSampler
 from dimr.training.optim import build_optimizer, ema_decay, learning_rate, update_ema
 
@@ -45,7 +53,7 @@ class StopFlag:
 
     def __init__(self):
         self.signum = None
-        for sig in (signal.SIGUSR2, signal.SIGTERM):
+        for sig in (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT):  # Ctrl-C saves too
             signal.signal(sig, self._handler)
 
     def _handler(self, signum, frame):
@@ -62,7 +70,8 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
 
     run_dir = Path(run_dir)
     final_path = run_dir / FINAL_NETWORK
-    if final_path.exists():
+    if final_path.exists():  # finished: verified (content hash, training settings), never retrained
+        load_state(final_path, train_identity(cfg), "network", train_subset(cfg))
         return final_path
     train = cfg["train"]
     # Checkpoints carry the training sections only: a sampling or evaluation change never invalidates them.
@@ -96,6 +105,11 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
         if rank == 0:
             truncate_log(run_dir / LOG_FILE, state["cur_nimg"])
             print(f"resuming {run_dir} from kimg {state['cur_nimg'] / 1000:.3f} (step {step})", flush=True)
+    elif rank == 0:
+        truncate_log(run_dir / LOG_FILE, 0)  # killed before its first checkpoint: the log starts again too
+    if rank == 0:  # one trainer per run folder: temp files left here are from killed writes
+        for tmp in stale_temp_files(run_dir) + stale_temp_files(run_dir / "checkpoints"):
+            tmp.unlink(missing_ok=True)
     del state
 
     net = model
@@ -162,10 +176,9 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     if bar is not None:
         bar.close()
     if step >= total_steps and rank == 0:
-        atomic_torch_save(final_path, {
-            "model_config": cfg["model"], "ema": ema.state_dict(), "model": model.state_dict(),
-            "cur_nimg": step * train["batch_size"], "config_sha256": config_sha, "train_config": train_cfg,
-            "name": cfg["name"]})
+        save_state(final_path, {**network_state(cfg, ema=ema.state_dict(), model=model.state_dict(),
+                                                cur_nimg=step * train["batch_size"]),
+                                "config_sha256": config_sha, "train_config": train_cfg})
     distributed.barrier()
     distributed.shutdown()
     return final_path

@@ -15,6 +15,7 @@ import jsonschema
 import yaml
 
 from dimr.config import deep_merge
+from dimr.config import load_yaml as parse_yaml
 from dimr.errors import ConfigError
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schemas" / "study.schema.json"
@@ -41,9 +42,11 @@ def load_yaml(path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: study file not found")
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        return parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def schema_error_message(path, error: jsonschema.ValidationError) -> str:

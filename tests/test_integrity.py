@@ -1,0 +1,223 @@
+"""Nothing lost, nothing silent: content hashes of every state file, bad inputs named before compute,
+consistent logs and temp files across kills, the umask's file modes, byte-identical equal runs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dimr.config import CONFIG_FILE, resolve_run_config, write_run_config
+from dimr.errors import CheckpointError, ConfigError
+from dimr.training.checkpoint import FINAL_NETWORK, list_checkpoints, load_state
+from dimr.training.loop import LOG_FILE, training_loop
+
+SPEC = {"preset": "tiny-dimr", "data": {"resolution": 16},
+        "train": {"batch_size": 8, "total_kimg": 0.032, "checkpoint_kimg": 0.016, "warmup_kimg": 0.0,
+                  "log_kimg": 0.008, "snapshot_kimg": 0.0}}
+
+
+def dimr(*args, check=False):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "dimr.cli", *args], capture_output=True, text=True, env=env,
+                          check=check)
+
+
+def trained(run_dir: Path, stop_at_kimg=None, **train) -> dict:
+    spec = {**SPEC, "name": "x", "train": {**SPEC["train"], **train}}
+    cfg = write_run_config(run_dir, resolve_run_config(spec))
+    training_loop(run_dir, cfg, stop_at_kimg=stop_at_kimg, progress=False)
+    return cfg
+
+
+def flip_tensor_bytes(path: Path, entry_index: int = -1):
+    """Flip 16 bytes in the middle of a stored tensor (the largest data record) of a torch zip file."""
+    with zipfile.ZipFile(path) as zf:
+        data = [i for i in zf.infolist() if "/data/" in i.filename]
+        info = sorted(data, key=lambda i: i.file_size)[entry_index]
+        header = 30 + len(info.filename.encode()) + len(info.extra)  # local file header + name + extra
+        offset = info.header_offset + header + info.file_size // 2
+    with open(path, "r+b") as f:  # zip's CRC is not checked by torch.load: only a content hash sees this
+        f.seek(offset)
+        chunk = bytearray(f.read(16))
+        f.seek(offset)
+        f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def test_a_flipped_tensor_byte_in_a_checkpoint_is_refused_naming_the_file_and_the_previous_one(tmp_path):
+    cfg = trained(tmp_path, stop_at_kimg=0.032, total_kimg=0.048)  # two checkpoints, not finished
+    first, last = list_checkpoints(tmp_path)[-2:]
+    flip_tensor_bytes(last)
+    with pytest.raises(CheckpointError, match="damaged") as e:
+        training_loop(tmp_path, cfg, progress=False)
+    assert str(last) in str(e.value) and str(first) in str(e.value)
+    assert last.exists() and not (tmp_path / FINAL_NETWORK).exists()  # nothing deleted, nothing trained
+
+
+def test_a_flipped_tensor_byte_in_a_network_is_refused_by_train_sample_and_eval(tmp_path):
+    trained(tmp_path)
+    network = tmp_path / FINAL_NETWORK
+    load_state(network, what="network")  # intact: loads
+    flip_tensor_bytes(network)
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_state(network, what="network")
+    for cmd in (["train", str(tmp_path)], ["sample", str(tmp_path), "--out", str(tmp_path / "s.npz")]):
+        out = dimr(*cmd)
+        assert out.returncode == 2 and "is damaged" in out.stderr and "Traceback" not in out.stderr, cmd
+    assert network.exists()
+
+
+def test_identical_runs_write_byte_identical_networks(tmp_path):
+    trained(tmp_path / "a")
+    trained(tmp_path / "b")
+    assert (tmp_path / "a" / FINAL_NETWORK).read_bytes() == (tmp_path / "b" / FINAL_NETWORK).read_bytes()
+
+
+def test_written_files_get_the_umask_mode_and_no_temp_file_survives_a_restart(tmp_path):
+    old = os.umask(0o022)
+    try:
+        trained(tmp_path, stop_at_kimg=0.016)
+    finally:
+        os.umask(old)
+    assert (tmp_path / CONFIG_FILE).stat().st_mode & 0o777 == 0o644
+    assert list_checkpoints(tmp_path)[0].stat().st_mode & 0o777 == 0o644
+    stale = [tmp_path / "checkpoints" / ".training-state-000000000032.pt.abc.tmp",
+             tmp_path / ".network-final.pt.abc.tmp"]
+    for p in stale:  # what a SIGKILL during a write leaves
+        p.write_bytes(b"x" * 100)
+    trained(tmp_path)
+    assert not any(p.exists() for p in stale)
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_its_log_too(tmp_path):
+    (tmp_path / LOG_FILE).write_text('{"kimg": 0.008, "step": 1, "loss": 1.0}\n')  # from the killed try
+    trained(tmp_path)
+    steps = [json.loads(line)["step"] for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[0] == 1 and len(steps) == len(set(steps))
+
+
+def test_sigint_saves_a_checkpoint_like_sigterm(tmp_path):
+    spec = {**SPEC, "train": {**SPEC["train"], "total_kimg": 50.0, "checkpoint_kimg": 25.0}}
+    write_run_config(tmp_path, resolve_run_config(spec))
+    proc = subprocess.Popen([sys.executable, "-m", "dimr.cli", "train", str(tmp_path)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / LOG_FILE).exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 75, out[-2000:]
+    assert list_checkpoints(tmp_path), "SIGINT must save the training state"
+
+
+def write_samples(path: Path, n=20):
+    rng = np.random.default_rng(0)
+    np.savez(path, arr_0=rng.integers(0, 255, (n, 16, 16, 1), dtype=np.uint8), labels=np.arange(n) % 10)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "text", "flipped"])
+def test_a_damaged_samples_file_gets_a_message_not_a_traceback(tmp_path, damage):
+    from dimr.metrics.evaluate import read_samples
+    from dimr.metrics.fidelity import image_batches
+
+    path = tmp_path / "samples.npz"
+    write_samples(path)
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "text":
+        path.write_text("not an archive\n")
+    else:  # image bytes flipped inside arr_0: the zip CRC catches it as the images are read
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo("arr_0.npy")
+            offset = info.header_offset + 30 + len(info.filename) + len(info.extra) + 200
+        raw = bytearray(data)
+        raw[offset:offset + 8] = bytes(b ^ 0xFF for b in raw[offset:offset + 8])
+        path.write_bytes(bytes(raw))
+    with pytest.raises(ConfigError, match=f"{path}.*damaged"):
+        images, *_ = read_samples(path)
+        for _ in image_batches(images, 8):
+            pass
+
+
+def test_a_damaged_reference_and_config_get_messages(tmp_path):
+    from dimr.metrics.evaluate import evaluate_run
+    from dimr.metrics.stats import load_stats
+
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, mu=np.zeros(4), sigma=np.eye(4))
+    ref.write_bytes(ref.read_bytes()[:50])
+    with pytest.raises(ConfigError, match="reference statistics .* damaged"):
+        load_stats(ref)
+    (tmp_path / CONFIG_FILE).write_text('{"preset": "tiny-dimr", ')
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        evaluate_run(tmp_path)
+
+
+@pytest.mark.parametrize("value, key", [(".inf", "train.total_kimg"), (".nan", "train.lr")])
+def test_non_finite_numbers_are_refused_before_config_json_is_written(tmp_path, value, key):
+    out = dimr("train", str(tmp_path / "r"), "--preset", "tiny-dimr", "--set", f"{key}={value}")
+    assert out.returncode == 2 and key in out.stderr and "finite" in out.stderr
+    assert not (tmp_path / "r" / CONFIG_FILE).exists()  # the folder stays usable
+
+
+def test_overrides_on_an_existing_run_are_checked_against_it(tmp_path):
+    write_run_config(tmp_path, resolve_run_config({**SPEC, "name": "x"}))
+    same = dimr("train", str(tmp_path), "--set", "train.batch_size=8", "--stop-at-kimg", "0.008")
+    assert same.returncode == 0, same.stderr
+    other = dimr("train", str(tmp_path), "--set", "train.batch_size=16")
+    assert other.returncode == 2 and "train.batch_size: 8 -> 16" in other.stderr
+
+
+def test_a_missing_data_folder_is_named_before_config_json_is_written(tmp_path):
+    out = dimr("train", str(tmp_path / "r"), "--preset", "tiny-dimr", "--set", "data.root=/nowhere")
+    assert out.returncode == 2 and "/nowhere" in out.stderr
+    assert not (tmp_path / "r" / CONFIG_FILE).exists()
+
+
+def test_set_numbers_and_lists_parse_as_yaml_1_2(tmp_path):
+    out = dimr("info", "tiny-dimr", "--set", "depths=[3,2,2]", "--json")
+    assert out.returncode == 0, out.stderr
+    cfg = resolve_run_config({"preset": "tiny-dimr", "train": {"lr": 1e-4}})
+    from dimr.config import parse_overrides
+
+    assert parse_overrides(["train.lr=1e-4", "model.depths=[3,2,2]"]) == {
+        "train": {"lr": 1e-4}, "model": {"depths": [3, 2, 2]}}
+    assert cfg["train"]["lr"] == 1e-4
+
+
+def test_duplicate_keys_in_a_study_file_are_errors(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+    import studies
+
+    path = tmp_path / "dup.yaml"
+    path.write_text("title: t\nscales: {tiny: {base: {recipe: tiny-fmnist}}}\nvariants:\n"
+                    "  a: {tiny: {preset: tiny-dimr}}\n  a: {tiny: {preset: tiny-uvit}}\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: line 5: key 'a' is given twice"):
+        studies.load_study(path)
+
+
+def test_the_feature_net_error_names_the_configured_folder(tmp_path):
+    from dimr.metrics.extractors import resolve_weights
+    from dimr.errors import MissingFileError
+
+    with pytest.raises(MissingFileError, match=f"dimr fidnet {tmp_path / 'nets'}"):
+        resolve_weights("fmnist-net", tmp_path / "nets" / "fidnet.pt", "ab" * 32)
+
+
+def test_a_checkpoint_of_other_training_settings_names_the_keys(tmp_path):
+    trained(tmp_path, stop_at_kimg=0.016)
+    other = resolve_run_config({**SPEC, "name": "x", "train": {**SPEC["train"], "lr": 5e-4}})
+    with pytest.raises(CheckpointError, match=r"train\.lr"):
+        training_loop(tmp_path, other, progress=False)
+    assert torch.load(list_checkpoints(tmp_path)[-1], weights_only=True)["train_config"]["train"]["lr"] != 5e-4
