@@ -81,9 +81,9 @@ def run(args) -> int:
 
     missing = [p for p in args.require if not Path(p).exists()]
     if missing:  # before config.json is written and before any compute
-        raise MissingFileError(f"{', '.join(missing)} not found: the evaluations of this run read it; set "
-                               "the path under `site:` in config/config.yaml (its comments say where each file "
-                               "comes from)")
+        raise MissingFileError(f"{', '.join(missing)} not found: the evaluations of this run read it; "
+                               "set the path under `site:` in config/config.yaml (its comments say where "
+                               "each file comes from)")
     cfg = ensure_run_config(args)
     validate_data_config(cfg["data"])
     path = training_loop(args.run_dir, cfg, device=args.device, batch_gpu=args.batch_gpu,
