@@ -1,4 +1,4 @@
-"""Losses (SPEC §2 multi-scale, §4 simple diffusion), weightings and parametrisations."""
+"""Losses (DiMR multi-scale, simple diffusion multi-scale), weightings and parametrisations."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Gaussian and Relay Diffusion block noise (SPEC §1)."""
+"""Gaussian and Relay Diffusion block noise (Teng et al. 2023, Relay Diffusion)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Schedules λ(t), their inverses, α/σ, and the c_noise mappings (SPEC §1)."""
+"""Schedules λ(t), their inverses, α/σ, and the c_noise mappings (VDM §3; EDM Table 1)."""
 
 import math
 

@@ -19,7 +19,7 @@ from dimr.errors import CheckpointError, ConfigError
 from dimr.training.checkpoint import FINAL_NETWORK, list_checkpoints, load_state
 from dimr.training.loop import LOG_FILE, training_loop
 
-SPEC = {"preset": "tiny-dimr", "data": {"resolution": 16},
+BASE = {"preset": "tiny-dimr", "data": {"resolution": 16},
         "train": {"batch_size": 8, "total_kimg": 0.032, "checkpoint_kimg": 0.016, "warmup_kimg": 0.0,
                   "log_kimg": 0.008, "snapshot_kimg": 0.0}}
 
@@ -31,7 +31,7 @@ def dimr(*args, check=False):
 
 
 def trained(run_dir: Path, stop_at_kimg=None, **train) -> dict:
-    spec = {**SPEC, "name": "x", "train": {**SPEC["train"], **train}}
+    spec = {**BASE, "name": "x", "train": {**BASE["train"], **train}}
     cfg = write_run_config(run_dir, resolve_run_config(spec))
     training_loop(run_dir, cfg, stop_at_kimg=stop_at_kimg, progress=False)
     return cfg
@@ -104,7 +104,7 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_its_log_too(tmp_path)
 
 
 def test_sigint_saves_a_checkpoint_like_sigterm(tmp_path):
-    spec = {**SPEC, "train": {**SPEC["train"], "total_kimg": 50.0, "checkpoint_kimg": 25.0}}
+    spec = {**BASE, "train": {**BASE["train"], "total_kimg": 50.0, "checkpoint_kimg": 25.0}}
     write_run_config(tmp_path, resolve_run_config(spec))
     proc = subprocess.Popen([sys.executable, "-m", "dimr.cli", "train", str(tmp_path)],
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
@@ -172,7 +172,7 @@ def test_non_finite_numbers_are_refused_before_config_json_is_written(tmp_path, 
 
 
 def test_overrides_on_an_existing_run_are_checked_against_it(tmp_path):
-    write_run_config(tmp_path, resolve_run_config({**SPEC, "name": "x"}))
+    write_run_config(tmp_path, resolve_run_config({**BASE, "name": "x"}))
     same = dimr("train", str(tmp_path), "--set", "train.batch_size=8", "--stop-at-kimg", "0.008")
     assert same.returncode == 0, same.stderr
     other = dimr("train", str(tmp_path), "--set", "train.batch_size=16")
@@ -217,7 +217,7 @@ def test_the_feature_net_error_names_the_configured_folder(tmp_path):
 
 def test_a_checkpoint_of_other_training_settings_names_the_keys(tmp_path):
     trained(tmp_path, stop_at_kimg=0.016)
-    other = resolve_run_config({**SPEC, "name": "x", "train": {**SPEC["train"], "lr": 5e-4}})
+    other = resolve_run_config({**BASE, "name": "x", "train": {**BASE["train"], "lr": 5e-4}})
     with pytest.raises(CheckpointError, match=r"train\.lr"):
         training_loop(tmp_path, other, progress=False)
     kept = torch.load(list_checkpoints(tmp_path)[-1], weights_only=True)

@@ -1,4 +1,4 @@
-"""The sampling-time denoiser D(z, λ, y) -> x̂0, with classifier-free guidance (SPEC §2)."""
+"""The sampling-time denoiser D(z, λ, y) -> x̂0, with classifier-free guidance (Ho & Salimans 2022, Eq. 6)."""
 
 import math
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""Noise schedules as log-SNR functions λ(t), t ∈ [0, 1] with t = 1 the noisiest (SPEC §1).
+"""Noise schedules as log-SNR functions λ(t), t ∈ [0, 1] with t = 1 the noisiest (Kingma et al. 2021, VDM §3).
 
 Every schedule is a plain function `logsnr_<name>(t, **params)`; `SCHEDULES` maps config names
 to them and `build_schedule({"type": name, **params})` wraps one in a `Schedule` that also knows
@@ -220,7 +220,7 @@ def build_schedule(cfg: dict) -> Schedule:
 
 
 # ----------------------------------------------------------------------------
-# c_noise: the one scalar a network sees, always derived from λ (SPEC §1).
+# c_noise: the one scalar a network sees, always derived from λ (EDM, Karras et al. 2022, Table 1).
 
 
 def c_noise_logsnr4(lam, schedule):
@@ -239,7 +239,7 @@ def c_noise_time(lam, schedule):
 
 
 def c_noise_dimr_latent_proxy(lam, schedule):
-    """c = (8n/1000 − 4)/4 with n = 1000·t(λ): the DiMR latent code's linear log-SNR proxy (SPEC §2)."""
+    """c = (8n/1000 − 4)/4 with n = 1000·t(λ): the DiMR latent code's linear log-SNR proxy (official DiMR train.py / eval.py)."""
     return (8 * schedule.t_of_logsnr(lam) - 4) / 4
 
 

@@ -1,4 +1,4 @@
-"""Metrics (SPEC §5): FID / IS / precision-recall through torch-fidelity, clean-fid cross-check.
+"""Metrics: FID / IS / precision-recall through torch-fidelity, clean-fid cross-check.
 
 - `stats`: float64 streamed feature statistics; FID as a pure function of two statistics files.
 - `extractors`: feature networks by name, weights checked by sha256 (offline, never downloaded).

@@ -1,6 +1,6 @@
 """Feature extractors by name, with their weight files checked by sha256 before anything is computed.
 
-Offline rule (SPEC §5): weights are configured paths, never downloads. A missing file is an error that
+Offline rule: weights are configured paths, never downloads. A missing file is an error that
 names the file and the command that fetches it on a machine with internet.
 """
 

@@ -1,6 +1,6 @@
 """Fashion-MNIST feature network for FID / IS / precision-recall, registered with torch-fidelity.
 
-SPEC §5: Inception features are meaningless on Fashion-MNIST and no Inception weights can be fetched
+Inception features are meaningless on Fashion-MNIST and no Inception weights can be fetched
 offline, so the workflow trains this classifier itself (`dimr fidnet OUT_DIR`): deterministic (fixed
 seed, fixed data order, `torch.use_deterministic_algorithms`), on the train split at the diffusion
 models' resolution (padded 32×32, or 16×16 down-sampled: `dimr.data.fit_resolution`), its test

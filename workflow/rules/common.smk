@@ -25,7 +25,7 @@ LAUNCHER = f"{PYTHON} {SCRIPTS}/submit.py --executor {config['dispatch']}"
 SCALE = config["scale"]
 
 # Files the prepare rules build, merged under the site paths: the tiny scale's metrics use a feature
-# net trained here on Fashion-MNIST (SPEC §5: Inception features mean nothing on it).
+# net trained here on Fashion-MNIST (Inception features mean nothing on it).
 FIDNET = "work/fidnet/fidnet.pt"
 REFERENCE = "work/reference/fashion-mnist-train.npz"
 PREPARED_SITE = {"tiny-fmnist": {"evaluate": {"extractor_weights": FIDNET, "reference": REFERENCE}}}
@@ -361,7 +361,7 @@ def launch(stage: str, command: str) -> str:
     """Shell command: submit `dimr <command>` under `config[dispatch]`, wait for it, log to {log}.
 
     The job folder and the record of the stage's job id live in {params.dir} (the run directory): a
-    rerun re-attaches to a job that is still running instead of submitting it twice (SPEC §6).
+    rerun re-attaches to a job that is still running instead of submitting it twice.
     """
     # The shell text is provenance (Snakemake's `code` rerun trigger), and so are params: placement
     # (interpreter, dispatch, resources) stays in {placeholders}, so that moving a job to SLURM or the

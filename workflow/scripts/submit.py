@@ -10,7 +10,7 @@ Exit status: 0 only when the command exited 0 (on every task); 1 when the job fa
 (cancelled, node failure, out of memory); 2 for a usage error; 128+N when this launcher got signal N
 (it cancels its job first). Preemption and time limits are not failures: the job is requeued under
 the same id and the command, run again, resumes (`dimr train` exits 75 after saving a checkpoint).
-SPEC.md §6 lists the submitit behaviour this relies on.
+It relies on submitit's documented local and SLURM executors.
 """
 
 import argparse
@@ -334,7 +334,7 @@ def reattach(args, rec: dict):
 def submit(args):
     ex = make_executor(args)
     job = ex.submit(ResumableCommand(args.command))
-    # Persist the id at once, so a rerun re-attaches instead of submitting twice (SPEC.md §6).
+    # Persist the id at once, so a rerun re-attaches instead of submitting twice.
     atomic_write_json(args.job_record, {
         "executor": args.executor, "job_id": str(job.job_id), "folder": str(args.folder.resolve()),
         "tasks": job.num_tasks, "name": args.name, "command": args.command,
