@@ -1,4 +1,4 @@
-"""Noise distributions ε for z = α x + σ ε: Gaussian and Relay Diffusion's block noise (Teng et al. 2023, Relay Diffusion)."""
+"""Noise distributions ε for z = α x + σ ε: Gaussian and Relay Diffusion's block noise (Teng et al. 2023)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""What the network predicts (ε, v or x0) and how its output maps to (x̂0, ε̂) (Salimans & Ho 2022, §4; DiMR §3 uses ε).
+"""What the network predicts (ε, v or x0) and how its output maps to (x̂0, ε̂) (Salimans & Ho 2022, §4).
 
 With z = α x + σ ε and α² + σ² = 1:  v = α ε − σ x,  x̂ = α z − σ v̂,  ε̂ = σ z + α v̂
 (Salimans & Ho 2022, progressive distillation, Appendix D). `eps_space_factor(α, σ)` is the f with

@@ -239,7 +239,7 @@ def c_noise_time(lam, schedule):
 
 
 def c_noise_dimr_latent_proxy(lam, schedule):
-    """c = (8n/1000 − 4)/4 with n = 1000·t(λ): the DiMR latent code's linear log-SNR proxy (official DiMR train.py / eval.py)."""
+    """c = (8n/1000 − 4)/4, n = 1000·t(λ): the linear log-SNR proxy of the official DiMR train.py, eval.py."""
     return (8 * schedule.t_of_logsnr(lam) - 4) / 4
 
 
