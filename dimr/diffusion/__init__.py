@@ -1,4 +1,4 @@
-"""Diffusion math: schedules, noise, parametrisations, losses, guidance, samplers (each module cites its paper).
+"""Diffusion math: schedules, noise, parametrisations, losses, guidance, samplers (each cites its paper).
 
 Never imports `dimr.models`: the network is passed in as a callable `model(z, c_noise, y) -> list`.
 """

@@ -1,4 +1,4 @@
-"""Training losses: single-scale, DiMR multi-scale (Liu et al. 2024), simple diffusion's (Hoogeboom et al. 2023).
+"""Training losses: single-scale, DiMR multi-scale (Liu et al. 2024), simple diffusion's (Hoogeboom 2023).
 
 A loss turns the per-branch predictions (lowest resolution first, `[-1]` full resolution) and the
 full-resolution target into named terms `(name, weight, per-sample MSE)`; the objective sums

@@ -99,7 +99,8 @@ def read_samples(path: Path):
     try:
         with np.load(path, allow_pickle=False) as z:
             if "arr_0" not in z:
-                raise ConfigError(f"{path} has no arr_0 (keys {sorted(z.keys())}); rewrite it with `dimr sample`")
+                raise ConfigError(f"{path} has no arr_0 (keys {sorted(z.keys())}); "
+                                  "rewrite it with `dimr sample`")
             labels = z["labels"] if "labels" in z else None
             seeds = z["seeds"] if "seeds" in z else None
             meta = json.loads(str(z["meta"])) if "meta" in z else {}

@@ -132,7 +132,8 @@ def load_stats(path, sha256: str | None = None) -> Stats:
     try:
         return _read_stats(path, digest)
     except npz_errors() as e:
-        raise ConfigError(f"reference statistics {path} are damaged or not an .npz ({type(e).__name__}: {e}); "
+        raise ConfigError(f"reference statistics {path} are damaged or not an .npz ({type(e).__name__}: "
+                          f"{e}); "
                           "make them again with `dimr reference` (or download ADM's file again)") from None
 
 
