@@ -88,7 +88,7 @@ def check_type(value, hint, where: str):
 
 @dataclass
 class TrainConfig:
-    """Optimisation recipe (DiMR §5, the official configs). Lengths and intervals in kimg (thousand images)."""
+    """Optimisation recipe (DiMR §5, the official configs); lengths and intervals in kimg (1,000 images)."""
 
     batch_size: int = 1024            # global batch over all processes
     total_kimg: float = 307200.0      # 300K iterations at batch 1024 (ImageNet 64 recipe)
