@@ -14,7 +14,8 @@ def _noise_image(w, h, seed=0):
 
 
 @pytest.mark.parametrize("w, h, halvings, resized, box", [
-    # 300x130 -> 64: one BOX halving (130 >= 128) to 150x65; bicubic to round(150·64/65)=148 x 64; x0=(148-64)//2
+    # 300x130 -> 64: one BOX halving (130 >= 128) to 150x65; bicubic to round(150·64/65)=148 x 64;
+    # x0=(148-64)//2
     (300, 130, [(150, 65)], (148, 64), (42, 0)),
     # 1030x600 -> 64: halvings 515x300, 257x150, 128x75 (75 < 128 stops); bicubic to 109x64; x0=(109-64)//2
     (1030, 600, [(515, 300), (257, 150), (128, 75)], (109, 64), (22, 0)),

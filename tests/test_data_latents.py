@@ -30,7 +30,8 @@ def tiny(tmp_path_factory):
     for name, n in (("cat", 3), ("ant", 2)):
         (root / "imgs" / name).mkdir(parents=True)
         for j in range(n):
-            Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / "imgs" / name / f"{j}.png")
+            pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "imgs" / name / f"{j}.png")
     parser = argparse.ArgumentParser()
     latents_cli.add_arguments(parser)
     args = parser.parse_args([str(root / "imgs"), str(root / "out" / "lat.pt"), "--vae", str(root / "vae"),
@@ -85,13 +86,15 @@ def test_latent_items_are_scaled_posterior_samples_of_a_random_flip(tiny):
 
 def test_sample_latent_zero_variance_is_scaled_mean_and_decode_is_clamped(tiny):
     moments = torch.cat([torch.full((2, 4, 3, 3), 2.0), torch.full((2, 4, 3, 3), -30.0)], dim=1)
-    torch.testing.assert_close(sample_latent(moments), torch.full((2, 4, 3, 3), 2.0 * SCALE), atol=1e-6, rtol=0)
+    torch.testing.assert_close(sample_latent(moments), torch.full((2, 4, 3, 3), 2.0 * SCALE),
+                               atol=1e-6, rtol=0)
     x = decode_latents(load_vae(tiny / "vae"), 50 * torch.randn(2, 4, 8, 8))
     assert x.shape == (2, 3, 16, 16) and x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
 
 
 def test_data_config_builds_and_validates_latents(tiny):
-    cfg = {"type": "latents", "latents": str(tiny / "out" / "lat.pt"), "resolution": RES, "vae": str(tiny / "vae")}
+    cfg = {"type": "latents", "latents": str(tiny / "out" / "lat.pt"), "resolution": RES,
+           "vae": str(tiny / "vae")}
     assert dataset_shape(cfg) == (4, 8, 2)
     assert validate_data_config(cfg).vae == str(tiny / "vae")
     assert isinstance(build_dataset(cfg, "train"), LatentDataset)

@@ -166,7 +166,8 @@ def test_evaluate_writes_metrics_json_with_every_protocol_field(extractor, net_d
               "provenance": {"git_commit": "abc123", "config_sha256": "f" * 64}}
     labels = load_fashion_mnist(split="test")[1][:300]  # the true classes: accuracy = the net's accuracy
     run = make_run(tmp_path / "run", images["test"][:300], net_dir / fidnet.WEIGHTS_FILE,
-                   tmp_path / "ref.npz", config, {"clean_fid": True, "clean_fid_num": 150, "fid_bootstrap": 20},
+                   tmp_path / "ref.npz", config,
+                   {"clean_fid": True, "clean_fid_num": 150, "fid_bootstrap": 20},
                    labels=labels)
     result = evaluate_run(run, device="cpu")
     assert json.loads((run / "metrics.json").read_text()) == json.loads(json.dumps(result))
@@ -184,7 +185,8 @@ def test_evaluate_writes_metrics_json_with_every_protocol_field(extractor, net_d
     assert p["sampler"] == "dpmpp-2m" and p["guidance"] == {"scale": 0.5} and p["meaningful"] is True
     assert p["torch_fidelity_version"] == "0.4.0" and p["clean_fid_version"] == "0.1.35"
     assert p["run_git_commit"] == "abc123" and p["is_splits"] == 1 and p["is_split_size"] == 5000
-    assert p["prc_num_samples"] == 100 and p["prc_num_reference"] == 200  # prc_reference "all": every kept one
+    # prc_reference "all": every kept one
+    assert p["prc_num_samples"] == 100 and p["prc_num_reference"] == 200
     assert p["clean_fid"]["fid_ours_same_images"] == pytest.approx(m["clean_fid"], rel=1e-3)
     assert p["clean_fid"]["clean_fid_agrees"] is True and p["clean_fid"]["rtol"] == 0.01
     assert p["clean_fid"]["clean_fid_rel_diff"] == m["clean_fid_rel_diff"] < 1e-3

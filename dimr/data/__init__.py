@@ -47,7 +47,8 @@ class DataConfig:
         for key, value in d.items():
             types = _FIELD_TYPES[key]
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-                raise ConfigError(f"data.{key} must be {' or '.join(t.__name__ for t in types)}, got {value!r}")
+                names = " or ".join(t.__name__ for t in types)
+                raise ConfigError(f"data.{key} must be {names}, got {value!r}")
         cfg = cls(**d)
         if cfg.type not in DATASET_TYPES:
             raise ConfigError(f"unknown data.type {cfg.type!r}; valid: {list(DATASET_TYPES)}")
@@ -80,7 +81,8 @@ def build_dataset(cfg, split: str = "train"):
     if cfg.type == "fashion-mnist":
         ds = FashionMNIST(cfg.root, split, cfg.resolution, cfg.hflip and split == "train")
     elif split != "train":  # ImageNet references are ADM's reference batches, not a split of ours
-        raise ConfigError(f"data.type {cfg.type!r} has only a 'train' split; metrics use reference statistics")
+        raise ConfigError(
+            f"data.type {cfg.type!r} has only a 'train' split; metrics use reference statistics")
     elif cfg.type == "image-folder":
         from .image_folder import ImageFolder
         ds = ImageFolder(cfg.root, cfg.resolution, cfg.hflip)

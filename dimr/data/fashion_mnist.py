@@ -22,7 +22,8 @@ SPLITS = {  # split -> (images file, labels file, number of examples)
 }
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049  # IDX: 0x0000 + dtype 0x08 (uint8) + number of dims (3 or 1)
 SIZE = 28
-FIX = "install it with `sudo apt-get install dataset-fashion-mnist`, or set `data.root` to a folder holding it"
+FIX = ("install it with `sudo apt-get install dataset-fashion-mnist`, "
+       "or set `data.root` to a folder holding it")
 
 
 class CorruptedFileError(MissingFileError):
@@ -62,7 +63,8 @@ def _load_cached(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     images = _read_idx(Path(root) / images_file, IMAGE_MAGIC, (n, SIZE, SIZE))
     labels = _read_idx(Path(root) / labels_file, LABEL_MAGIC, (n,)).astype(np.int64)
     if labels.max() >= len(FASHION_MNIST_CLASSES):
-        raise CorruptedFileError(f"{root}/{labels_file}: label {labels.max()} out of range 0..9; reinstall it.")
+        raise CorruptedFileError(
+            f"{root}/{labels_file}: label {labels.max()} out of range 0..9; reinstall it.")
     images.flags.writeable = False  # shared by every caller of the cache
     labels.flags.writeable = False
     return images, labels

@@ -45,7 +45,8 @@ def vae_sha256(path) -> str:
 def check_vae_path(path) -> Path:
     """Raise MissingFileError unless `path` is a diffusers AutoencoderKL folder or a checkpoint file."""
     if path is None:
-        raise ConfigError(f"no VAE configured: set `data.vae` to a diffusers AutoencoderKL folder; {VAE_FIX}.")
+        raise ConfigError(
+            f"no VAE configured: set `data.vae` to a diffusers AutoencoderKL folder; {VAE_FIX}.")
     path = Path(path).expanduser()
     if path.is_file() and path.suffix in WEIGHT_SUFFIXES:
         return path
@@ -138,7 +139,8 @@ def precompute_latents(image_folder, out_file, vae_path, resolution: int = 256, 
     meta = {
         "format": FORMAT, "scale": SCALE, "resolution": resolution, "dtype": dtype,
         "latent_channels": moments.shape[2] // 2, "latent_resolution": moments.shape[-1],
-        "num_images": len(images), "classes": images.classes, "image_folder": str(Path(image_folder).resolve()),
+        "num_images": len(images), "classes": images.classes,
+        "image_folder": str(Path(image_folder).resolve()),
         "vae": str(Path(vae_path).resolve()), "vae_sha256": vae_sha256(vae_path),
         "crop": "adm-center-crop", "flips": "moments[:, 0] image, moments[:, 1] horizontal flip",
     }
@@ -156,7 +158,8 @@ def load_latents_file(path) -> dict:
     try:
         data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as e:  # truncated zip, pickle errors...
-        raise MissingFileError(f"cannot read latents file {path} ({e}); recompute it with `dimr latents`.") from e
+        raise MissingFileError(
+            f"cannot read latents file {path} ({e}); recompute it with `dimr latents`.") from e
     if not isinstance(data, dict) or data.get("meta", {}).get("format") != FORMAT:
         raise MissingFileError(f"{path} is not a {FORMAT} file; recompute it with `dimr latents`.")
     return data
