@@ -1,5 +1,9 @@
 """Errors that name the problem and the fix; the CLI prints them without a traceback."""
 
+# sysexits.h EX_TEMPFAIL: `dimr train` saved a checkpoint on a signal and stopped; the launcher
+# (workflow/scripts/submit.py) requeues the job and the same command resumes.
+EXIT_REQUEUE = 75
+
 
 class DimrError(Exception):
     """A user-facing error: bad input, a missing file, a config that cannot be honoured."""

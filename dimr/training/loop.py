@@ -19,6 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from dimr.config import train_identity, train_subset
+from dimr.errors import EXIT_REQUEUE as EXIT_INTERRUPTED
 from dimr.errors import DimrError
 from dimr.io import atomic_write_text, stale_temp_files
 from dimr.training import distributed
@@ -35,7 +36,6 @@ from dimr.training.data_stream import StreamBatchSampler
 from dimr.training.optim import build_optimizer, ema_decay, learning_rate, update_ema
 
 LOG_FILE = "training_log.jsonl"
-EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: saved and stopped on a signal; the launcher requeues
 
 
 class TrainingDiverged(DimrError):

@@ -29,9 +29,9 @@ import cloudpickle
 import submitit
 from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE, LocalJob
 
+from dimr.errors import EXIT_REQUEUE
 from dimr.io import atomic_write_json
 
-EXIT_REQUEUE = 75  # EX_TEMPFAIL: the command saved its state on SIGUSR2/SIGTERM and can resume
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
                  "COMPLETING", "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "READY"}
 APT_LINE = ("apt-get install -y --no-install-recommends "
