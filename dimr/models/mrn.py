@@ -127,7 +127,7 @@ class MRN(nn.Module):
         self.initialize_weights()
 
     def initialize_weights(self):
-        """Weights by cfg.init and cfg.label_embed_init, zero biases, convs PyTorch default; then zero-inits."""
+        """Weights by cfg.init and cfg.label_embed_init, zero biases, convs PyTorch's; then the zero-inits."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 init_linear(m, self.cfg.init)

@@ -47,12 +47,14 @@ def _tf(inp, patch, D, depth, heads, conditioning, style, **extra):
 # The two single-branch families, as switches of one Transformer, with each official code's numerics:
 # U-ViT's label table keeps nn.Embedding's N(0, 1) (libs/uvit.py); DiT's MLP uses the tanh GELU and
 # DiT's initialize_weights (xavier-uniform, label table N(0, 0.02²)) (models.py).
+# fmt: off
 _STYLE = {
     "uvit": dict(class_token=True, long_skips=True, pos_embed="learned", final_conv=True, qkv_bias=False,
                  label_embed_init="normal-1"),
-    "dit": dict(class_token=False, long_skips=False, pos_embed="sincos", final_conv=False, qkv_bias=True,
-                gelu_approximate="tanh", init="dit", label_embed_init="normal"),
+    "dit":  dict(class_token=False, long_skips=False, pos_embed="sincos", final_conv=False, qkv_bias=True,
+                 gelu_approximate="tanh", init="dit", label_embed_init="normal"),
 }
+# fmt: on
 
 LAT256 = (4, 32, 1000)  # input (C, resolution, classes): SD-VAE latents of 256×256 ImageNet
 LAT512 = (4, 64, 1000)  # SD-VAE latents of 512×512 ImageNet

@@ -60,7 +60,7 @@ class TDRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (self.dim,)
-        # Official sigmoid/module.py TDRMSNorm: ‖x‖₂·D^(−1/2), eps outside; norm's gradient is finite at x = 0.
+        # Official sigmoid/module.py TDRMSNorm: ‖x‖₂·D^(−1/2), eps outside; finite gradient at x = 0.
         rms = x.norm(2, dim=-1, keepdim=True) * self.dim ** (-1.0 / 2)
         return x / (rms + self.eps) * self.gamma(c).view(shape)
 
