@@ -4,7 +4,9 @@ import io
 import math
 
 import numpy as np
+import torch
 from PIL import Image
+from torchvision.utils import make_grid
 
 from dimr.io import atomic_write_bytes
 
@@ -13,14 +15,11 @@ def save_grid(path, images: np.ndarray, labels: np.ndarray | None = None, scale:
     """Save images (N, H, W, C) uint8 as a square grid, sorted by label so classes form rows."""
     if labels is not None:
         images = images[np.argsort(labels, kind="stable")]
-    n, h, w, c = images.shape
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    canvas = np.zeros((rows * h, cols * w, c), np.uint8)
-    for i, img in enumerate(images):
-        r, q = divmod(i, cols)
-        canvas[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
-    pil = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
+    c = images.shape[-1]
+    cols = math.ceil(math.sqrt(len(images)))
+    grid = make_grid(torch.tensor(images).permute(0, 3, 1, 2), nrow=cols, padding=0)  # (3 or C, H', W')
+    canvas = grid.permute(1, 2, 0).contiguous().numpy()
+    pil = Image.fromarray(canvas[..., 0] if c == 1 else canvas)  # make_grid repeats one channel as RGB
     pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
