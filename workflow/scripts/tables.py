@@ -263,13 +263,11 @@ def latex_escape(s: str) -> str:
 
 
 def to_latex(t: pd.DataFrame, title: str, footnotes: list[str]) -> str:
-    """A booktabs tabular (needs \\usepackage{booktabs}); rules set the reference rows apart."""
-    head = " & ".join(latex_escape(c) for c in t.columns) + r" \\"
-    body = [" & ".join(latex_escape(str(v)) for v in row) + r" \\" for row in t.itertuples(index=False)]
-    lines = [f"% {title}", r"\begin{tabular}{l" + "r" * (len(t.columns) - 1) + "}", r"\toprule", head,
-             r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]
-    lines += [f"% {latex_escape(n)}" for n in footnotes]
-    return "\n".join(lines) + "\n"
+    """A booktabs tabular (needs \\usepackage{booktabs}), the title and footnotes as comments."""
+    cells = t.map(lambda v: latex_escape(str(v))).rename(columns=latex_escape)
+    align = "l" + "r" * (len(t.columns) - 1)
+    tabular = cells.style.hide(axis="index").to_latex(column_format=align, hrules=True)  # booktabs rules
+    return f"% {title}\n{tabular}" + "".join(f"% {latex_escape(n)}\n" for n in footnotes)
 
 
 def to_html(t: pd.DataFrame, title: str, footnotes: list[str]) -> str:
