@@ -27,16 +27,10 @@ CURVE_COLUMNS = ["study", "scale", "variant", "label", "order", "seed", "kimg", 
 REFERENCE_ORDER = {"real-test": -1, "uniform-noise": 999}
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict) -> dict:
     """{"a": {"b": 1}} -> {"a.b": 1}; lists become JSON strings so that every cell is a scalar."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else v
-    return out
+    flat = pd.json_normalize(d).to_dict(orient="records")[0]  # one dict in, one record out
+    return {k: json.dumps(v) if isinstance(v, (list, tuple)) else v for k, v in flat.items()}
 
 
 def read_json(path: Path) -> dict:
