@@ -170,7 +170,10 @@ RECIPES = {
     # ImageNet 256×256 latents (DiMR-XL/2R): SD scaled-linear schedule, 1M iterations.
     "paper-imagenet256": {
         "data": {"type": "latents", "resolution": 256},
-        "diffusion": {"schedule": {"type": "ddpm-scaled-linear"}, "prediction": "eps"},
+        # The network sees the official latent code's linear proxy 8n/1000 − 4 of the integer step n
+        # (train.py and eval.py of the official DiMR code), not the schedule's log-SNR.
+        "diffusion": {"schedule": {"type": "ddpm-scaled-linear"}, "prediction": "eps",
+                      "c_noise": "dimr-latent-proxy"},
         "train": {"lr": 2e-4, "total_kimg": 1024000.0},
         # The official protocol: DPM-Solver, 250 steps, s = 0.4 (w = 1.4), 50K samples (configs/
         # DiMR-XL-2R_imagenet256.py, `config.sample`). `sample.npz: true` also writes the 9.8 GB

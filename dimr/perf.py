@@ -1,9 +1,10 @@
 """Measuring speed: FLOPs of a training step, a matmul roofline for model FLOP utilisation, device timing,
 peak memory, and the machine a number was measured on. Used by benchmarks/ and `dimr estimate`.
 
-FLOP convention (DiT and DiMR report MACs; here FLOPs): `torch.utils.flop_counter.FlopCounterMode` FLOPs (2 per multiply-add) with
-attention decomposed by the math SDPA backend, so a count does not depend on the kernel that runs it and
-flash attention's recomputation in the backward pass is not counted (PaLM's "model FLOPs", App. B).
+FLOP convention (DiT and DiMR report MACs; here FLOPs): `torch.utils.flop_counter.FlopCounterMode`
+FLOPs (2 per multiply-add) with attention decomposed by the math SDPA backend, so a count does not
+depend on the kernel that runs it and flash attention's recomputation in the backward pass is not
+counted (PaLM's "model FLOPs", App. B).
 """
 
 import gc

@@ -1,4 +1,4 @@
-"""Classifier-free guidance in the Denoiser (Ho & Salimans 2022; MDT's power-cosine ramp): scale, power-cosine ramp, DiT channel quirk."""
+"""Classifier-free guidance in the Denoiser (Ho & Salimans 2022): scale, MDT's cosine ramp, DiT's channels."""
 
 import math
 

@@ -222,3 +222,15 @@ def test_a_checkpoint_of_other_training_settings_names_the_keys(tmp_path):
         training_loop(tmp_path, other, progress=False)
     kept = torch.load(list_checkpoints(tmp_path)[-1], weights_only=True)
     assert kept["train_config"]["train"]["lr"] != 5e-4
+
+
+def test_the_latent_recipe_conditions_on_the_official_linear_proxy():
+    from dimr.config import RECIPES
+    from dimr.diffusion.schedules import build_schedule, c_noise_dimr_latent_proxy
+
+    assert RECIPES["paper-imagenet256"]["diffusion"]["c_noise"] == "dimr-latent-proxy"
+    schedule = build_schedule({"type": "ddpm-scaled-linear"})
+    t = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
+    c = c_noise_dimr_latent_proxy(schedule.logsnr(t), schedule)
+    # 8n/1000 − 4 with n = 1000 t, over the /4 of every c_noise here: −1 at t = 0, +1 at t = 1
+    assert torch.allclose(c, (8 * 1000 * t / 1000 - 4) / 4, atol=1e-6)
