@@ -18,12 +18,12 @@ def test_td_ln_at_init_is_layernorm_exactly():
     norm = TDLayerNorm(16)
     x, c = torch.randn(4, 7, 16) * 3 + 1, torch.linspace(-4, 4, 4)
     assert torch.equal(norm(x, c), F.layer_norm(x, (16,), eps=1e-5))
-    assert sum(p.numel() for p in norm.parameters()) == 8 * 16  # SPEC: 8·D per TD-LN
+    assert sum(p.numel() for p in norm.parameters()) == 8 * 16  # DiMR §3.2: 8·D per TD-LN
     assert sum(p.numel() for p in TDRMSNorm(16).parameters()) == 4 * 16
 
 
 def test_td_ln_follows_the_sigmoid_interpolation():
-    """γ(c) = p1 + sigmoid(c·(1 + w) + b)·(p0 − p1), per channel, and the same for β (SPEC §2)."""
+    """γ(c) = p1 + sigmoid(c·(1 + w) + b)·(p0 − p1), per channel, and the same for β (DiMR §3.2)."""
     torch.manual_seed(0)
     norm = TDLayerNorm(8)
     for p in norm.parameters():

@@ -1,4 +1,4 @@
-"""Registry of time-conditioning mechanisms (SPEC §3); each works in both the single-branch and the MRN net.
+"""Registry of time-conditioning mechanisms (DiMR §3.2, Table 1), for the single-branch and the MRN net.
 
 A mechanism is a small, declarative record: which norm the blocks, cascade and heads use, whether a
 conditioning vector `e = MLP(sinusoid(c)) (+ Emb(y))` is computed, how many modulation vectors each

@@ -1,4 +1,4 @@
-"""Parameter and GMAC counts as DiT and DiMR report them (SPEC §2: MACs of one forward pass, batch 1)."""
+"""Parameter and GMAC counts as DiT and DiMR report them (MACs of one forward pass, batch 1)."""
 
 import warnings
 

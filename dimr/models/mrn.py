@@ -168,7 +168,7 @@ class MRN(nn.Module):
         return preds
 
     def no_weight_decay_params(self) -> set[str]:
-        """TD-LN w and b (SPEC §2); p0, p1 and everything else keep weight decay."""
+        """TD-LN w and b (official `nodecay_weight`, `nodecay_bias`); all else keeps weight decay."""
         return td_nodecay_names(self)
 
     def component_of(self, name: str) -> str:

@@ -1,4 +1,4 @@
-"""Model presets keyed by the paper's names (SPEC §2–3 table); each is a full config dict with a `type` key.
+"""Model presets keyed by the paper's names (DiMR Tables 1, 3; official configs): full config dicts.
 
 Branches are written (block, D, N blocks as configured, heads, patch): T = transformer, C = ConvNeXt.
 Fields not in a row keep their dataclass default (config.py). `mlp_ratio` stays None in a preset (2 for
@@ -71,7 +71,7 @@ _TINY3R = [("T", 64, 5, 4, 4), ("C", 32, 1, 0, 2), ("C", 16, 1, 0, 1)]  # 8×8, 
 _TINY2R = [("T", 64, 3, 4, 2), ("C", 16, 1, 0, 1)]  # 16×16, 32×32 grids
 
 PRESETS: dict[str, dict] = {
-    # ---- paper presets (counts checked against SPEC in tests/test_models_counts.py) ----
+    # ---- paper presets (counts checked against the papers in tests/test_models_counts.py) ----
     # name                      input   branches  mlp     conditioning
     "dimr-xl-2r":          _mrn(LAT256, _XL2R,    "glu",  "td-rmsnorm"),  # released config
     "dimr-g-2r":           _mrn(LAT256, _G2R,     "glu",  "td-rmsnorm"),  # released config

@@ -1,4 +1,4 @@
-"""Time-dependent normalisation (DiMR §3.2, SPEC §2): TD-LN and TD-RMSNorm, plus the plain norms they replace.
+"""Time-dependent normalisation (DiMR §3.2): TD-LN and TD-RMSNorm, plus the plain norms they replace.
 
 Every norm here has the call signature `norm(x, c)` with `x` (N, ..., D) and `c` (N,) the conditioning
 scalar (c_noise = logsnr/4), so blocks can swap them freely; the plain norms ignore `c`.
@@ -19,7 +19,7 @@ class TimeDependentParameter(nn.Module):
         self.init_value = init_value
         self.p0 = nn.Parameter(torch.full((dim,), float(init_value)))
         self.p1 = nn.Parameter(torch.full((dim,), float(init_value)))
-        # w, b: excluded from weight decay (SPEC §2; official `nodecay_weight`, `nodecay_bias`).
+        # w, b: excluded from weight decay (official `nodecay_weight`, `nodecay_bias`).
         self.w = nn.Parameter(torch.zeros(dim))
         self.b = nn.Parameter(torch.zeros(dim))
 
@@ -86,7 +86,7 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 
 
 def td_nodecay_names(model: nn.Module) -> set[str]:
-    """Names of the TD-norm w and b parameters of `model`: excluded from weight decay (SPEC §2)."""
+    """Names of the TD-norm w and b parameters of `model`: excluded from weight decay (official train.py)."""
     names = set()
     for mod_name, m in model.named_modules():
         if isinstance(m, TimeDependentParameter):
