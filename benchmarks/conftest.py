@@ -157,10 +157,9 @@ class BenchSession:
 
         Throughput does not depend on the data or the schedule, so paper presets need no ImageNet files.
         """
-        from dimr.config import deep_merge, resolve_run_config
+        from dimr.config import RECIPES, deep_merge
         from dimr.models import PRESETS
-
-        from dimr.config import RECIPES
+        from dimr.run_config import resolve_run_config
 
         p = PRESETS[preset]
         # Fashion-MNIST presets run at the tiny recipe's data resolution (what `dimr estimate` costs).

@@ -1,13 +1,15 @@
-"""The run config: one JSON-serialisable dict, resolved once, written next to the run, read by every stage.
+"""The config layer at the bottom of the package (it imports nothing of dimr but the errors).
 
-A run spec (from an ablation YAML or the command line) names a model preset, a recipe and overrides;
-`resolve_run_config` turns it into the full config with every number that changes results.
-Each section is validated by the package that owns it (models, diffusion, data, metrics);
-this module owns the training and sampling sections and the composition.
+It owns: the one dict -> dataclass validator (`dataclass_from_dict`: unknown keys and ill-typed values are
+errors naming the key), the one override grammar (`parse_overrides`, `load_yaml`: YAML 1.2 numbers, YAML
+lists, duplicate keys refused) used by every command and the study files, the training and sampling
+sections, the recipes, and the identities of a network (training sections) and of an evaluation
+(sample + evaluate). `dimr.run_config` composes the sections of all packages into a run config.
 """
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import re
@@ -19,9 +21,6 @@ from pathlib import Path
 import yaml
 
 from dimr.errors import ConfigError
-from dimr.io import atomic_write_json, sha256_json
-
-CONFIG_FILE = "config.json"
 
 # ----------------------------------------------------------------------------
 # Typed dataclass sections: unknown keys and wrong types are errors (nanoGPT style).
@@ -224,56 +223,6 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def resolve_run_config(spec: dict) -> dict:
-    """Spec (preset + recipe + overrides) -> the full, validated run config."""
-    from dimr.data import DataConfig, dataset_shape
-    from dimr.diffusion import DiffusionConfig, SamplerConfig
-    from dimr.metrics.evaluate import EvaluateConfig
-    from dimr.models import resolve_model_config
-
-    unknown = sorted(set(spec) - set(TOP_KEYS))
-    if unknown:
-        raise ConfigError(f"run spec: unknown key(s) {unknown}; valid keys: {list(TOP_KEYS)}")
-    if "preset" not in spec:
-        raise ConfigError("run spec: 'preset' is required (see `dimr info --list`)")
-    recipe_name = spec.get("recipe", "tiny-fmnist")
-    if recipe_name not in RECIPES:
-        raise ConfigError(f"run spec: unknown recipe {recipe_name!r}; valid recipes: {sorted(RECIPES)}")
-    merged = deep_merge(RECIPES[recipe_name], {k: v for k, v in spec.items() if k in RESULT_SECTIONS})
-
-    data = dataclasses.asdict(dataclass_from_dict_or_self(DataConfig, merged.get("data", {}), "data"))
-    channels, resolution, num_classes = dataset_shape(data)
-    # The data set fixes the network's input; latent data sets change channels and resolution.
-    model_over = {"in_channels": channels, "resolution": resolution, "num_classes": num_classes}
-    model_over.update(merged.get("model", {}))
-    model = resolve_model_config(spec["preset"], model_over)
-
-    sample = dataclass_from_dict(SampleConfig, merged.get("sample", {}), "sample")
-    sample.sampler = dataclasses.asdict(dataclass_from_dict_or_self(SamplerConfig, sample.sampler,
-                                                                    "sample.sampler"))
-    seed = spec.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
-    cfg = {
-        "name": str(spec.get("name", spec["preset"])),
-        "seed": seed,
-        "preset": spec["preset"],
-        "recipe": recipe_name,
-        "model": model,
-        "diffusion": dataclasses.asdict(dataclass_from_dict_or_self(
-            DiffusionConfig, merged.get("diffusion", {}), "diffusion")),
-        "data": data,
-        "train": dataclasses.asdict(dataclass_from_dict(TrainConfig, merged.get("train", {}), "train")),
-        "sample": dataclasses.asdict(sample),
-        "evaluate": dataclasses.asdict(dataclass_from_dict_or_self(
-            EvaluateConfig, merged.get("evaluate", {}), "evaluate")),
-    }
-    bad = non_finite_keys(cfg)
-    if bad:  # no setting of any section means anything at NaN or ±inf (json would write them as NaN)
-        raise ConfigError(f"non-finite value(s) at {bad}: every number of a run config must be finite")
-    return cfg
-
-
 def non_finite_keys(node, prefix: str = "") -> list[str]:
     """Dotted keys of the NaN and ±inf floats in a nested config."""
     if isinstance(node, dict):
@@ -283,17 +232,6 @@ def non_finite_keys(node, prefix: str = "") -> list[str]:
     if isinstance(node, float) and not math.isfinite(node):
         return [f"{prefix.rstrip('.')}={node}"]
     return []
-
-
-def dataclass_from_dict_or_self(cls, d, where):
-    """Use the owning package's `from_dict` when it has one (it knows nested registries)."""
-    if hasattr(cls, "from_dict"):
-        try:
-            return cls.from_dict(d)
-        except ConfigError as e:
-            msg = str(e)  # owners' messages may already name their section
-            raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
-    return dataclass_from_dict(cls, d, where)
 
 
 def results_subset(cfg: dict) -> dict:
@@ -396,41 +334,6 @@ def git_commit() -> str:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def write_run_config(run_dir, cfg: dict) -> dict:
-    """Write config.json once. An existing config must agree on every training key (its trained network).
-
-    The sample and evaluate sections of an existing config stay as first written: they are the folder's
-    default evaluation, and any other is a child evaluation (`dimr eval RUN_DIR --set sample.…`).
-    """
-    run_dir = Path(run_dir)
-    path = run_dir / CONFIG_FILE
-    if path.exists():
-        existing = load_run_config(run_dir)
-        diff = config_diff(train_subset(existing), train_subset(cfg))
-        if diff:
-            raise ConfigError(
-                f"{path} already exists with different training settings; differing keys:\n  "
-                + "\n  ".join(diff) + "\nTrain them in a new run directory; this one keeps its network "
-                "(sampling and evaluation settings go to `dimr eval`, which never changes it).")
-        return existing
-    cfg = dict(cfg)
-    cfg["provenance"] = {"git_commit": git_commit(), "config_sha256": sha256_json(results_subset(cfg)),
-                         "train_sha256": train_identity(cfg)}
-    atomic_write_json(path, cfg)
-    return cfg
-
-
-def load_run_config(run_dir) -> dict:
-    """Read `run_dir/config.json`, with a clear error when it is missing or malformed."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.exists():
-        raise ConfigError(f"{path} not found: create the run first, e.g. "
-                          f"`dimr train {run_dir} --preset tiny-dimr`")
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON ({e}); restore it or recreate the run") from None
-    missing = [k for k in TRAIN_SECTIONS if k not in cfg]  # a network folder has no sample/evaluate
-    if missing:
-        raise ConfigError(f"{path}: missing section(s) {missing}; it was not written by `dimr`")
-    return cfg
+def sha256_json(obj) -> str:
+    """Hash of a JSON-serialisable object, independent of key order."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()

@@ -10,14 +10,13 @@ GPU-hours are device-hours: spreading a run over more GPUs shortens the wall tim
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
+from dimr import studies
 from dimr.errors import ConfigError, DimrError, MissingFileError
 
 RESULTS_DIR = Path("results/benchmarks")
-STUDIES_MODULE = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "studies.py"
 
 
 def network_evaluations(sampler: str, steps: int) -> int:
@@ -140,16 +139,10 @@ def run_sections(spec: dict) -> dict:
     A data set that is not on this machine (ImageNet away from the cluster) only fixes the model's
     input shape, which the paper presets already have: resolve without it.
     """
-    from dimr.config import (
-        RECIPES,
-        SampleConfig,
-        TrainConfig,
-        dataclass_from_dict,
-        deep_merge,
-        resolve_run_config,
-    )
+    from dimr.config import RECIPES, SampleConfig, TrainConfig, dataclass_from_dict, deep_merge
     from dimr.diffusion import SamplerConfig
     from dimr.models import resolve_model_config
+    from dimr.run_config import resolve_run_config
 
     try:
         return resolve_run_config(spec)
@@ -210,21 +203,10 @@ class Estimator:
 
 
 # ----------------------------------------------------------------------------
-# Studies (workflow/scripts/studies.py owns their format) and preset lists.
-
-
-def load_studies_module():
-    if not STUDIES_MODULE.is_file():
-        raise MissingFileError(f"{STUDIES_MODULE} not found: study files need a source checkout of dimr; "
-                               "or cost presets directly with --preset/--kimg")
-    spec = importlib.util.spec_from_file_location("dimr_workflow_studies", STUDIES_MODULE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# Studies (dimr/studies.py owns their format) and preset lists.
 
 
 def study_costs(est: Estimator, path, scale: str, max_seeds: int | None = None) -> list[RunCost]:
-    studies = load_studies_module()
     study = studies.load_study(path)
     runs = studies.runs_of(study, scale, max_seeds)
     return [est.cost(studies.run_spec(study, r, {}), study["name"], r.variant, r.seed) for r in runs]

@@ -88,11 +88,6 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def sha256_json(obj) -> str:
-    """Hash of a JSON-serialisable object, independent of key order."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
 
 def npz_errors() -> tuple:
     """What numpy and zipfile raise on a damaged .npz: truncated, empty, not a zip, bad CRC, bad header."""

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from dimr.config import CONFIG_FILE, resolve_run_config, write_run_config
 from dimr.errors import CheckpointError, ConfigError
+from dimr.run_config import CONFIG_FILE, resolve_run_config, write_run_config
 from dimr.training.checkpoint import FINAL_NETWORK, list_checkpoints, load_state
 from dimr.training.loop import LOG_FILE, training_loop
 
@@ -197,8 +197,7 @@ def test_set_numbers_and_lists_parse_as_yaml_1_2(tmp_path):
 
 
 def test_duplicate_keys_in_a_study_file_are_errors(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-    import studies
+    from dimr import studies
 
     path = tmp_path / "dup.yaml"
     path.write_text("title: t\nscales: {tiny: {base: {recipe: tiny-fmnist}}}\nvariants:\n"

@@ -143,7 +143,7 @@ def test_missing_benchmarks_name_the_fix(tmp_path):
 
 
 def test_dry_run_table_costs_resolved_configs(bench_file, tmp_path):
-    from dimr.config import resolve_run_config
+    from dimr.run_config import resolve_run_config
 
     cfg = resolve_run_config({"preset": "tiny-dimr", "recipe": "tiny-fmnist", "train": {"total_kimg": 36.0}})
     table = estimate.dry_run_table({("table1", "glu", 0): cfg}, bench_file)

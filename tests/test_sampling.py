@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from dimr.config import resolve_run_config, write_run_config
 from dimr.errors import MissingFileError
 from dimr.io import atomic_torch_save
 from dimr.models import build_model
+from dimr.run_config import resolve_run_config, write_run_config
 from dimr.sampling import class_label, image_noise
 from dimr.training.checkpoint import FINAL_NETWORK
 

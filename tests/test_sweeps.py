@@ -6,8 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dimr import studies
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-import studies  # noqa: E402
 import sweeps  # noqa: E402
 
 G, S = sweeps.GUIDANCE, sweeps.STEPS

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from dimr.config import resolve_run_config, write_run_config
 from dimr.data import build_dataset, fit_resolution
 from dimr.diffusion.losses import weight_v_mse
 from dimr.diffusion.parametrization import get_prediction
 from dimr.diffusion.schedules import alpha_sigma
 from dimr.errors import ConfigError
 from dimr.metrics.baseline import baseline_images, write_baseline
+from dimr.run_config import resolve_run_config, write_run_config
 from dimr.training.checkpoint import list_snapshots, load_state
 from dimr.training.loop import training_loop
 from dimr.training.optim import ema_decay

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dimr.config import resolve_run_config, write_run_config
 from dimr.errors import CheckpointError, ConfigError
+from dimr.run_config import resolve_run_config, write_run_config
 from dimr.training.checkpoint import FINAL_NETWORK, list_checkpoints
 from dimr.training.data_stream import StreamBatchSampler
 from dimr.training.loop import LOG_FILE, TrainingDiverged, training_loop

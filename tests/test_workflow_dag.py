@@ -82,8 +82,7 @@ def distinct_trainings(scale: str) -> tuple[int, int]:
     and evaluate sections train one network (computed from the study files, without dimr)."""
     import json
 
-    sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-    import studies as study_files
+    from dimr import studies as study_files
 
     max_seeds = yaml.safe_load((REPO / "config" / "config.yaml").read_text()).get("max_seeds")
     runs, specs = 0, set()

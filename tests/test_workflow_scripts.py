@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from dimr import studies
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 import aggregate  # noqa: E402
 import figures  # noqa: E402
-import studies  # noqa: E402
 import tables  # noqa: E402
 
 # FID per seed. "broken" ran seeds 0 and 1 only, and only its seed 1 beats noise/10 = 30 (N = 500).

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 import yaml
 
-from dimr.config import deep_merge, resolve_run_config, write_run_config
+from dimr.config import deep_merge
 from dimr.metrics.fidelity import Extractor, conditional_accuracy, extract, metrics_from_features
 from dimr.metrics.stats import load_stats
+from dimr.run_config import resolve_run_config, write_run_config
 from dimr.sampling.generate import class_label, generate_all, load_network
 from dimr.sampling.grid import save_grid
 from dimr.training.loop import training_loop

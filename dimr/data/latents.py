@@ -12,8 +12,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from dimr.config import sha256_json
 from dimr.errors import ConfigError, MissingFileError
-from dimr.io import sha256_file, sha256_json
+from dimr.io import sha256_file
 
 SCALE = 0.18215  # Stable Diffusion KL-f8 latent scale (LDM; used by U-ViT and DiMR)
 FORMAT = "dimr-latents-v1"

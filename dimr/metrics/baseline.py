@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dimr.config import load_run_config, load_spec, resolve_run_config
+from dimr.config import load_spec
 from dimr.errors import ConfigError
 from dimr.io import atomic_savez, atomic_write_json
+from dimr.run_config import load_run_config, resolve_run_config
 
 KINDS = ("real-test", "uniform-noise")
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
-from dimr.config import git_commit, load_run_config, train_identity
+from dimr.config import git_commit, train_identity
 from dimr.errors import MissingFileError
 from dimr.io import atomic_write_json
+from dimr.run_config import load_run_config
 
 CURVE_FILE = "curve.json"
 

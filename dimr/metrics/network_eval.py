@@ -22,15 +22,14 @@ from dimr.config import (
     deep_merge,
     eval_identity,
     git_commit,
-    load_run_config,
     load_spec,
     parse_overrides,
-    resolve_run_config,
     train_identity,
 )
 from dimr.diffusion import SamplerConfig
 from dimr.errors import ConfigError, MissingFileError
 from dimr.io import atomic_savez, atomic_write_json
+from dimr.run_config import load_run_config, resolve_run_config
 
 EVALS_DIR, EVAL_FILE = "evals", "eval.json"
 ID_CHARS = 12  # of the eval config's sha256, naming its folder

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dimr.config import deep_merge, load_run_config, parse_overrides, resolve_run_config
+from dimr.config import deep_merge, parse_overrides
 from dimr.errors import ConfigError
 from dimr.io import atomic_savez
+from dimr.run_config import load_run_config, resolve_run_config
 from dimr.sampling.generate import generate_images, load_network
 from dimr.sampling.grid import save_grid
 from dimr.training import distributed

@@ -3,17 +3,9 @@
 import sys
 from pathlib import Path
 
-from dimr.config import (
-    CONFIG_FILE,
-    TRAIN_SECTIONS,
-    deep_merge,
-    load_run_config,
-    load_spec,
-    parse_overrides,
-    resolve_run_config,
-    write_run_config,
-)
+from dimr.config import TRAIN_SECTIONS, deep_merge, load_spec, parse_overrides
 from dimr.errors import ConfigError, MissingFileError
+from dimr.run_config import CONFIG_FILE, load_run_config, resolve_run_config, write_run_config
 
 
 def add_arguments(p):

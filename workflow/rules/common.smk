@@ -7,14 +7,21 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from dimr.config import RECIPES, config_diff, deep_merge, eval_identity, eval_subset, train_identity, train_subset
+from dimr import studies as study_files
+from dimr.config import (
+    RECIPES,
+    config_diff,
+    deep_merge,
+    eval_identity,
+    eval_subset,
+    sha256_json,
+    train_identity,
+    train_subset,
+)
 from dimr.errors import ConfigError, MissingFileError
-from dimr.io import sha256_json
 from dimr.metrics.network_eval import ID_CHARS, resolve_eval_config
 
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-import studies as study_files  # noqa: E402  (workflow/scripts/studies.py)
 
 
 validate(config, "../schemas/config.schema.json")  # fills in the default of every key

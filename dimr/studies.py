@@ -2,8 +2,8 @@
 
 A study holds a base run spec per scale and variants that list only what they change. The spec of the
 run (variant, seed) at a scale is `site[recipe] <- base <- variant.spec <- variant.<scale>` plus its
-name and seed; `dimr.config.resolve_run_config` turns it into the full run config. Every error names
-the study file and the key. Imports neither torch nor Snakemake (resolution imports dimr lazily).
+name and seed; `dimr.run_config.resolve_run_config` turns it into the full run config. Every error names
+the study file and the key. The library's: `dimr estimate` and the workflow's planning both read studies here.
 """
 
 import itertools
@@ -17,8 +17,9 @@ import yaml
 from dimr.config import deep_merge
 from dimr.config import load_yaml as parse_yaml
 from dimr.errors import ConfigError
+from dimr.run_config import resolve_run_config
 
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schemas" / "study.schema.json"
+SCHEMA_FILE = Path(__file__).resolve().with_name("study.schema.json")  # package data
 RUNS_DIR = "runs"
 
 
@@ -64,7 +65,7 @@ def schema_error_message(path, error: jsonschema.ValidationError) -> str:
 
 
 def validate_study(study: dict, path) -> dict:
-    """Check a parsed study against workflow/schemas/study.schema.json and the cross-key rules."""
+    """Check a parsed study against dimr/study.schema.json and the cross-key rules."""
     schema = json.loads(SCHEMA_FILE.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     best = jsonschema.exceptions.best_match(validator.iter_errors(study))
@@ -115,8 +116,6 @@ def resolve_run(study: dict, run: Run, site: dict) -> dict:
 
     A data set absent on this machine raises MissingFileError (the data's shape fixes the model's input).
     """
-    from dimr.config import resolve_run_config  # imports the models (torch): only when resolving
-
     try:
         return resolve_run_config(run_spec(study, run, site))
     except ConfigError as e:
