@@ -21,7 +21,8 @@ def _run(argv, capsys):
 
 
 def test_info_json_has_params_and_gmacs(capsys):
-    rc, out = _run(["tiny-dimr", "--json", "--set", "depths=3,2,2", "--set", "cascade_merge=concat"], capsys)
+    argv = ["tiny-dimr", "--json", "--set", "depths=[3,2,2]", "--set", "model.cascade_merge=concat"]
+    rc, out = _run(argv, capsys)
     assert rc == 0
     data = json.loads(out)  # exactly one JSON object
     assert isinstance(data["params"], int) and isinstance(data["gmacs"], float)
@@ -44,10 +45,11 @@ def test_info_table_is_readable(capsys):
     [
         (["dimr-xxl"], "dimr-xl-2r.*tiny-dimr"),  # unknown preset: lists presets
         (["tiny-dimr", "--set", "depth=3"], "valid keys: .*depths"),  # unknown key: lists keys
-        (["tiny-dimr", "--set", "depths=3,two,2"], "expected int"),  # ill-typed list item
-        (["tiny-dimr", "--set", "class_token=maybe"], "true or false"),
+        (["tiny-dimr", "--set", "depths=[3,two,2]"], r"depths\[1\] must be int"),  # ill-typed item
+        (["tiny-dimr", "--set", "class_token=maybe"], "class_token must be bool"),
         (["tiny-dimr", "--set", "mlp=swiglu"], "glu, gelu"),  # bad value: lists choices
         (["tiny-dimr", "--set", "depths"], "KEY=VALUE"),
+        (["tiny-dimr", "--set", "depths=3,2,2"], "depths must be a list of int"),  # lists are YAML lists
     ],
 )
 def test_info_errors_name_the_valid_choices(argv, expected, capsys):
@@ -62,8 +64,8 @@ def test_set_parses_each_field_type(capsys):
             "widths=[48, 24, 12]",
             "long_skips=false",
             "dropout=0.1",
-            "mlp_ratio=none",
-            "block_types=convnext,convnext,convnext",
+            "mlp_ratio=null",
+            "block_types=[convnext, convnext, convnext]",
         ],
     )
     assert overrides == {

@@ -1,7 +1,6 @@
 """Model configs: one dataclass per net type, a comment per field; unknown keys and wrong types are errors."""
 
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -190,34 +189,3 @@ def from_dict(cls, d: dict):
     return cfg
 
 
-def parse_value(cls, key: str, text: str):
-    """Parse a `--set KEY=VALUE` string with the field's type (lists: comma-separated or JSON)."""
-    types_ = field_types(cls)
-    if key not in types_:
-        raise ConfigError(f"unknown model config key {key!r}; valid keys: {', '.join(types_)}")
-    return _check_value(key, _parse_text(key, text, types_[key]), types_[key])
-
-
-def _parse_text(key, text, tp):
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if text.strip().lower() in ("none", "null"):
-            return None
-        return _parse_text(key, text, next(a for a in args if a is not type(None)))
-    if origin is list:
-        text = text.strip()
-        items = json.loads(text) if text.startswith("[") else [t for t in text.split(",") if t.strip()]
-        return [_parse_text(f"{key}[{i}]", str(v), args[0]) for i, v in enumerate(items)]
-    text = text.strip()
-    try:
-        if tp is bool:
-            lowered = text.lower()
-            if lowered in ("true", "1", "yes", "on"):
-                return True
-            if lowered in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
-        return tp(text)
-    except ValueError:
-        hint = "true or false" if tp is bool else _type_name(tp)
-        raise ConfigError(f"{key}: cannot parse {text!r}; expected {hint}") from None

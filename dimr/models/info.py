@@ -5,9 +5,9 @@ import json
 
 import torch
 
+from dimr import config
 from dimr.errors import ConfigError
-from dimr.models import PRESETS, build_model, config_class, resolve_model_config
-from dimr.models.config import parse_value
+from dimr.models import PRESETS, build_model, resolve_model_config
 from dimr.models.counting import count_gmacs, count_params, param_breakdown
 
 
@@ -20,23 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a model config field (lists: comma-separated or JSON), e.g. --set depths=15,8,8",
+        help="override a model config field (YAML values), e.g. --set depths=[15,8,8]",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
 def parse_overrides(preset: str, items: list[str]) -> dict:
-    """Turn `KEY=VALUE` strings into typed overrides for `preset`'s config dataclass."""
+    """`KEY=VALUE` (or `model.KEY=VALUE`) strings -> model overrides, in the one grammar of every command
+    and study file (`dimr.config.parse_overrides`: YAML values, lists as [3, 2, 2])."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown model preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    cls = config_class(PRESETS[preset]["type"])
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r} is not KEY=VALUE")
-        overrides[key.strip()] = parse_value(cls, key.strip(), value)
-    return overrides
+    over = config.parse_overrides(items)
+    model = over.pop("model", {})
+    return {**over, **model}
 
 
 def describe(preset: str, overrides: dict | None = None) -> dict:
