@@ -14,6 +14,7 @@ import json
 import math
 import re
 import subprocess
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,63 +27,69 @@ from dimr.errors import ConfigError
 # Typed dataclass sections: unknown keys and wrong types are errors (nanoGPT style).
 
 
-def dataclass_from_dict(cls, d: dict, where: str):
-    """Build dataclass `cls` from `d`, rejecting unknown keys and ill-typed values."""
+def dataclass_from_dict(cls, d, where: str = ""):
+    """Instance of config dataclass `cls` from a mapping (or an instance): unknown keys and ill-typed values
+    are errors naming the key (`where.key`) and the valid keys; then the instance's `validate(where)`.
+    The one validator of every section (models, diffusion, data, train, sample, evaluate)."""
+    if isinstance(d, cls):
+        d = dataclasses.asdict(d)
     if not isinstance(d, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(d).__name__} {d!r}")
+    fields = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(d) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+        raise ConfigError(f"{where + ': ' if where else ''}unknown key(s) {unknown}; valid keys: {fields}")
     hints = typing.get_type_hints(cls)
-    values = {}
-    for name, value in d.items():
-        values[name] = check_type(value, hints[name], f"{where}.{name}")
-    obj = cls(**values)
+    obj = cls(**{k: check_type(v, hints[k], f"{where}.{k}" if where else k) for k, v in d.items()})
     if hasattr(obj, "validate"):
         obj.validate(where)
     return obj
 
 
+def _type_name(hint) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
 def check_type(value, hint, where: str):
-    """Return `value` coerced to `hint` where lossless (int -> float, list -> tuple), else raise."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
-        for arg in args:
+    """`value` checked against the annotation `hint`: int -> float is the only coercion; a mapping for a
+    dataclass field becomes that dataclass (validated); `where` names the key in the error."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
             try:
                 return check_type(value, arg, where)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{where}: {value!r} is not of type {hint}")
+            except ConfigError as e:
+                errors.append(str(e))
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{where} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})")
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
         return value
-    if hint is type(None):
-        if value is not None:
-            raise ConfigError(f"{where}: expected null, got {value!r}")
-        return None
     if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
         inner = args[0] if args else typing.Any
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list of {_type_name(inner)}, got {value!r}")
         return [check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return value
+    if dataclasses.is_dataclass(hint) and isinstance(value, (dict, hint)):
+        return dataclass_from_dict(hint, value, where)
     if hint is typing.Any:
         return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r} ({type(value).__name__})")
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if hint is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if hint in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-    if isinstance(hint, type) and not isinstance(value, hint):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
+    if isinstance(value, bool) and hint is not bool:  # a bool is an int to Python, never to a config
+        raise ConfigError(f"{where} must be {_type_name(hint)}, got {value!r} (bool)")
+    if isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"{where} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})")
 
 
 @dataclass

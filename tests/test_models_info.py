@@ -91,7 +91,7 @@ def test_resolve_rejects_wrong_types_and_inconsistent_values():
         resolve_model_config("tiny-dimr", {"widths": [32, 16]})
     with pytest.raises(ConfigError, match="heads must divide"):
         resolve_model_config("tiny-uvit", {"heads": 5})
-    with pytest.raises(ConfigError, match="unknown model config key"):
+    with pytest.raises(ConfigError, match=r"model: unknown key\(s\)"):
         build_model({**resolve_model_config("tiny-dit"), "depths": [1]})
     with pytest.raises(ConfigError, match="'mrn' model"):
         resolve_model_config("tiny-dimr", {"type": "transformer"})

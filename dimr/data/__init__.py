@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from dimr.config import dataclass_from_dict
 from dimr.errors import ConfigError, MissingFileError
 
 from .fashion_mnist import (
@@ -38,32 +39,16 @@ class DataConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "DataConfig":
         """Build from a plain dict; unknown keys and unknown types are errors that list the valid ones."""
-        if isinstance(d, cls):
-            return d
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ConfigError(f"unknown data config key(s) {unknown}; valid keys: {valid}")
-        for key, value in d.items():
-            types = _FIELD_TYPES[key]
-            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-                names = " or ".join(t.__name__ for t in types)
-                raise ConfigError(f"data.{key} must be {names}, got {value!r}")
-        cfg = cls(**d)
-        if cfg.type not in DATASET_TYPES:
-            raise ConfigError(f"unknown data.type {cfg.type!r}; valid: {list(DATASET_TYPES)}")
-        if cfg.type == "latents" and not cfg.latents:
-            raise ConfigError("data.type 'latents' needs `data.latents`: the file written by `dimr latents`")
-        return cfg
+        return dataclass_from_dict(cls, d, "data")
+
+    def validate(self, where: str = "data"):
+        if self.type not in DATASET_TYPES:
+            raise ConfigError(f"unknown {where}.type {self.type!r}; valid: {list(DATASET_TYPES)}")
+        if self.type == "latents" and not self.latents:
+            raise ConfigError(f"{where}.type 'latents' needs `{where}.latents` (written by `dimr latents`)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-_FIELD_TYPES = {  # isinstance checks for from_dict (bool is an int: checked apart)
-    "type": (str,), "root": (str,), "resolution": (int,), "hflip": (bool,), "latents": (str, type(None)),
-    "vae": (str, type(None)), "num_classes": (int, type(None)),
-}
 
 
 def _check_classes(cfg: DataConfig, found: int) -> int:

@@ -5,9 +5,10 @@ from dataclasses import dataclass
 
 import torch
 
+from dimr.config import dataclass_from_dict
 from dimr.diffusion.objective import as_diffusion_config
 from dimr.diffusion.parametrization import append_dims, get_prediction
-from dimr.diffusion.registry import check_choice, dataclass_from_dict
+from dimr.diffusion.registry import check_choice
 from dimr.diffusion.schedules import alpha_sigma, build_schedule, get_c_noise
 from dimr.errors import ConfigError
 
@@ -28,7 +29,7 @@ class GuidanceConfig:
     def from_dict(cls, d) -> "GuidanceConfig":
         return dataclass_from_dict(cls, d if d is not None else {})
 
-    def validate(self):
+    def validate(self, where: str = ""):
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)):
             raise ConfigError(f"guidance.scale: expected a number, got {self.scale!r}")
         if isinstance(self.power, bool) or not isinstance(self.power, (int, float)) or self.power <= 0:

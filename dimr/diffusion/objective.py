@@ -4,10 +4,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dimr.config import dataclass_from_dict
 from dimr.diffusion.losses import Loss, resolve_loss_config
 from dimr.diffusion.noise import build_noise, resolve_noise_config
 from dimr.diffusion.parametrization import PREDICTIONS, append_dims, get_prediction
-from dimr.diffusion.registry import check_choice, dataclass_from_dict, resolve_tagged
+from dimr.diffusion.registry import check_choice, resolve_tagged
 from dimr.diffusion.schedules import (
     C_NOISE,
     alpha_sigma,
@@ -48,19 +49,19 @@ TIME_SAMPLING_DEFAULTS = {"uniform": {}, "edm-lognormal": {"p_mean": -1.2, "p_st
 class DiffusionConfig:
     """The run config's `diffusion` section: everything about the process and the loss."""
 
-    schedule: dict = field(default_factory=lambda: {"type": "cosine"})  # λ(t), schedules.SCHEDULES
-    noise: dict = field(default_factory=lambda: {"type": "gaussian"})   # ε law, noise.NOISES
+    schedule: dict | str = field(default_factory=lambda: {"type": "cosine"})  # λ(t), schedules.SCHEDULES
+    noise: dict | str = field(default_factory=lambda: {"type": "gaussian"})   # ε law, noise.NOISES
     prediction: str = "eps"            # network output: eps | v | x0 (parametrization.PREDICTIONS)
-    loss: dict = field(default_factory=lambda: {"type": "dimr-multiscale"})  # losses.LOSSES + weighting
+    loss: dict | str = field(default_factory=lambda: {"type": "dimr-multiscale"})  # losses.LOSSES + weighting
     c_noise: str = "logsnr/4"          # what the network sees, from λ (schedules.C_NOISE)
-    time_sampling: dict = field(default_factory=lambda: {"type": "uniform"})  # training λ law
+    time_sampling: dict | str = field(default_factory=lambda: {"type": "uniform"})  # training λ law
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiffusionConfig":
         """Validated config with every nested default filled in; unknown keys are ConfigErrors."""
         return dataclass_from_dict(cls, d)
 
-    def validate(self):
+    def validate(self, where: str = ""):
         self.schedule = resolve_schedule_config(self.schedule)
         self.noise = resolve_noise_config(self.noise)
         self.prediction = check_choice(self.prediction, PREDICTIONS, "prediction")

@@ -1,6 +1,4 @@
-"""Small helpers for `{"type": name, **params}` configs and typed config dataclasses."""
-
-import dataclasses
+"""Small helpers for `{"type": name, **params}` configs (dataclasses: `dimr.config.dataclass_from_dict`)."""
 
 from dimr.errors import ConfigError
 
@@ -49,18 +47,3 @@ def resolve_tagged(what: str, cfg, defaults: dict) -> dict:
     for k, default in defaults[name].items():
         out[k] = check_like(cfg.get(k, default), default, f"{what} {name}.{k}")
     return out
-
-
-def dataclass_from_dict(cls, d):
-    """Instance of config dataclass `cls` from a dict; unknown keys are errors; then `validate()`."""
-    if isinstance(d, cls):
-        d = dataclasses.asdict(d)
-    if not isinstance(d, dict):
-        raise ConfigError(f"expected a mapping of {cls.__name__} fields, got {d!r}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(d) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown}; valid keys: {names}")
-    obj = cls(**d)
-    obj.validate()
-    return obj

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dimr.config import dataclass_from_dict
 from dimr.diffusion.denoiser import Denoiser, GuidanceConfig
 from dimr.diffusion.noise import randn
-from dimr.diffusion.registry import check_choice, dataclass_from_dict
+from dimr.diffusion.registry import check_choice
 from dimr.errors import ConfigError
 
 
@@ -153,7 +154,7 @@ class SamplerConfig:
     def from_dict(cls, d) -> "SamplerConfig":
         return dataclass_from_dict(cls, d if d is not None else {})
 
-    def validate(self):
+    def validate(self, where: str = ""):
         check_choice(self.sampler, SAMPLERS, "sampler")
         check_choice(self.spacing, SPACINGS, "spacing")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:

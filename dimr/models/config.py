@@ -1,10 +1,10 @@
 """Model configs: one dataclass per net type, a comment per field; unknown keys and wrong types are errors."""
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 
+from dimr.config import dataclass_from_dict
 from dimr.errors import ConfigError
 from dimr.models.conditioning import CONDITIONINGS
 
@@ -47,7 +47,7 @@ class MRNConfig:
     init: str = "trunc-normal"  # "trunc-normal" (0.02, official Linear) | "dit" (as in TransformerConfig)
     label_embed_init: str = "trunc-normal"  # class tables (as TransformerConfig); official Embedding: 0.02
 
-    def validate(self):
+    def validate(self, where: str = ""):
         """Check values (types are checked by from_dict)."""
         R = len(self.widths)
         for name in ("block_types", "depths", "heads", "patch_sizes"):
@@ -103,7 +103,7 @@ class TransformerConfig:
     # nn.Embedding at PyTorch's default, official libs/uvit.py `label_emb` is not touched by _init_weights).
     label_embed_init: str = "trunc-normal"
 
-    def validate(self):
+    def validate(self, where: str = ""):
         """Check values (types are checked by from_dict)."""
         _choice("mlp", self.mlp, MLP_TYPES)
         _choice("conditioning", self.conditioning, tuple(CONDITIONINGS))
@@ -154,38 +154,10 @@ def field_types(cls) -> dict[str, typing.Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _type_name(tp) -> str:
-    return str(tp).replace("typing.", "") if not isinstance(tp, type) else tp.__name__
-
-
-def _check_value(key, value, tp):
-    """Return `value` checked against `tp` (int → float promotion allowed); raise ConfigError otherwise."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        return _check_value(key, value, next(a for a in args if a is not type(None)))
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list of {_type_name(args[0])}, got {value!r}")
-        return [_check_value(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if tp in (bool, str) and isinstance(value, tp):
-        return value
-    raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-
-
 def from_dict(cls, d: dict):
-    """Build and validate a config dataclass from a dict; unknown keys and wrong types raise ConfigError."""
-    types_ = field_types(cls)
-    unknown = sorted(set(d) - set(types_))
-    if unknown:
-        raise ConfigError(f"unknown model config key(s) {unknown}; valid keys: {', '.join(types_)}")
-    cfg = cls(**{k: _check_value(k, v, types_[k]) for k, v in d.items()})
-    cfg.validate()
-    return cfg
+    """Build and validate a model config dataclass (dimr.config's validator: unknown keys and wrong types
+    are errors naming the key and the valid keys)."""
+    return dataclass_from_dict(cls, d, "model")
+
 
 
