@@ -164,7 +164,8 @@ class BenchSession:
         p = PRESETS[preset]
         # Fashion-MNIST presets run at the tiny recipe's data resolution (what `dimr estimate` costs).
         fmnist = (p["in_channels"], p["num_classes"]) == (1, 10)
-        side = self.resolution or (RECIPES["tiny-fmnist"]["data"]["resolution"] if fmnist else p["resolution"])
+        recipe_side = RECIPES["tiny-fmnist"]["data"]["resolution"]
+        side = self.resolution or (recipe_side if fmnist else p["resolution"])
         spec = {"preset": preset, "recipe": "tiny-fmnist",
                 "model": {"in_channels": p["in_channels"], "resolution": side,
                           "num_classes": p["num_classes"]},

@@ -13,6 +13,7 @@ class TrainBench:
     """The objects `training_loop` builds (model, EMA, AdamW, objective), driven by its TrainStep."""
 
     def __init__(self, cfg: dict, device, compiled: bool):
+        from dimr.config import TrainConfig
         from dimr.diffusion import DiffusionObjective
         from dimr.models import build_model
         from dimr.training.optim import build_optimizer
@@ -21,7 +22,7 @@ class TrainBench:
         self.cfg, self.device = cfg, device
         self.model = build_model(cfg["model"]).to(device)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.optimizer = build_optimizer(self.model, cfg["train"])  # fused AdamW on CUDA
+        self.optimizer = build_optimizer(self.model, TrainConfig(**cfg["train"]))  # fused AdamW on CUDA
         self.objective = DiffusionObjective(cfg["diffusion"])
         self.net = torch.compile(self.model) if compiled else self.model
         self.step_index = 0

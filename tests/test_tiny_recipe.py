@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from dimr.config import TrainConfig
 from dimr.data import build_dataset, fit_resolution
 from dimr.diffusion.losses import weight_v_mse
 from dimr.diffusion.parametrization import get_prediction
@@ -54,11 +55,11 @@ def test_v_mse_weighting_makes_the_v_prediction_loss_plain_v_mse():
 
 
 def test_ema_warmup_follows_the_num_updates_rule():
-    train = {"ema_decay": 0.999, "ema_warmup": True}
+    train = TrainConfig(ema_decay=0.999, ema_warmup=True)
     assert ema_decay(train, 0) == pytest.approx(1 / 10)
     assert ema_decay(train, 90) == pytest.approx(91 / 100)
     assert ema_decay(train, 10**6) == 0.999
-    assert ema_decay({"ema_decay": 0.999, "ema_warmup": False}, 0) == 0.999
+    assert ema_decay(TrainConfig(ema_decay=0.999, ema_warmup=False), 0) == 0.999
 
 
 @pytest.fixture

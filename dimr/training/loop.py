@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from dimr.config import train_identity, train_subset
+from dimr.config import TrainConfig, dataclass_from_dict, train_identity, train_subset
 from dimr.errors import EXIT_REQUEUE as EXIT_INTERRUPTED
 from dimr.errors import DimrError
 from dimr.io import atomic_write_text, stale_temp_files
@@ -60,6 +60,11 @@ class StopFlag:
         self.signum = signum
 
 
+def train_section(cfg: dict) -> TrainConfig:
+    """The run's `train` section as its dataclass (validated again: a hand-edited config.json is caught)."""
+    return dataclass_from_dict(TrainConfig, cfg["train"], "train")
+
+
 def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: int | None = None,
                   num_workers: int = 0, compile_model: bool = False, stop_at_kimg: float | None = None,
                   progress: bool | None = None) -> Path:
@@ -73,20 +78,20 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     if final_path.exists():  # finished: verified (content hash, training settings), never retrained
         load_state(final_path, train_identity(cfg), "network", train_subset(cfg))
         return final_path
-    train = cfg["train"]
+    train = train_section(cfg)  # typed: attributes, not keys
     # Checkpoints carry the training sections only: a sampling or evaluation change never invalidates them.
     config_sha, train_cfg = train_identity(cfg), train_subset(cfg)
     dev = distributed.local_device(device)
     rank, world = distributed.init_from_env(dev)
-    per_rank = train["batch_size"] // world
-    if per_rank * world != train["batch_size"]:
-        raise DimrError(f"train.batch_size={train['batch_size']} is not divisible by {world} processes")
+    per_rank = train.batch_size // world
+    if per_rank * world != train.batch_size:
+        raise DimrError(f"train.batch_size={train.batch_size} is not divisible by {world} processes")
     micro = batch_gpu or per_rank
     if per_rank % micro:
         raise DimrError(f"--batch-gpu {micro} must divide the per-process batch {per_rank}")
-    total_steps = math.ceil(train["total_kimg"] * 1000 / train["batch_size"])
+    total_steps = math.ceil(train.total_kimg * 1000 / train.batch_size)
     stop_steps = total_steps if stop_at_kimg is None else min(
-        total_steps, math.ceil(stop_at_kimg * 1000 / train["batch_size"]))
+        total_steps, math.ceil(stop_at_kimg * 1000 / train.batch_size))
 
     dataset = build_dataset(cfg["data"], "train")  # validated before any compute
     torch.manual_seed(cfg["seed"])  # initial weights depend only on the run seed
@@ -119,14 +124,14 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
                                       find_unused_parameters=True)
     if compile_model:
         net = torch.compile(net)
-    sampler = StreamBatchSampler(len(dataset), train["batch_size"], cfg["seed"], rank, world, step)
+    sampler = StreamBatchSampler(len(dataset), train.batch_size, cfg["seed"], rank, world, step)
     loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
                                               pin_memory=dev.type == "cuda"))
     train_step = TrainStep(net, model, ema, optimizer, objective, cfg, micro, rank, world)
     stop = StopFlag()
-    ckpt_every = max(1, round(train["checkpoint_kimg"] * 1000 / train["batch_size"]))
-    log_every = max(1, round(train["log_kimg"] * 1000 / train["batch_size"]))
-    snap_every = round(train.get("snapshot_kimg", 0) * 1000 / train["batch_size"])
+    ckpt_every = max(1, round(train.checkpoint_kimg * 1000 / train.batch_size))
+    log_every = max(1, round(train.log_kimg * 1000 / train.batch_size))
+    snap_every = round(train.snapshot_kimg * 1000 / train.batch_size)
     bar = make_progress(progress, rank, total_steps, step)
     window = {"loss": 0.0, "n": 0, "t0": time.perf_counter(), "nimg": 0, "stats": {}}
 
@@ -139,7 +144,7 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
         if not torch.isfinite(step_loss):
             raise TrainingDiverged(
                 f"non-finite loss ({step_loss.item()}) at step {step} (kimg "
-                f"{step * train['batch_size'] / 1000:.3f}); the run stopped and its last good checkpoint "
+                f"{step * train.batch_size / 1000:.3f}); the run stopped and its last good checkpoint "
                 f"under {run_dir / 'checkpoints'} is kept. Lower train.lr or check the data.")
         train_step.finish(step)
         lr = train_step.lr
@@ -148,7 +153,7 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
         step += 1
         window["loss"] += step_loss.item()
         window["n"] += 1
-        window["nimg"] += train["batch_size"]
+        window["nimg"] += train.batch_size
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss.item():.4f}")
@@ -157,15 +162,15 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
         if rank == 0 and (step % log_every == 0 or done):
             write_log_line(run_dir / LOG_FILE, step, train, lr, window, progress_lines=bar is None)
         if snap_every and step % snap_every == 0 and rank == 0:
-            save_snapshot(run_dir, cfg, ema, step * train["batch_size"])
+            save_snapshot(run_dir, cfg, ema, step * train.batch_size)
         interrupted = stop.signum is not None
         if step % ckpt_every == 0 or done or interrupted:
             if rank == 0:
                 save_checkpoint(run_dir, {
-                    "cur_nimg": step * train["batch_size"], "step": step, "config_sha256": config_sha,
+                    "cur_nimg": step * train.batch_size, "step": step, "config_sha256": config_sha,
                     "train_config": train_cfg,
                     "model": model.state_dict(), "ema": ema.state_dict(),
-                    "optimizer": optimizer.state_dict()}, train["keep_checkpoints"])
+                    "optimizer": optimizer.state_dict()}, train.keep_checkpoints)
             distributed.barrier()
         if interrupted and not done:
             print(f"signal {stop.signum}: saved step {step}, exiting {EXIT_INTERRUPTED} to be requeued",
@@ -177,7 +182,7 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
         bar.close()
     if step >= total_steps and rank == 0:
         save_state(final_path, {**network_state(cfg, ema=ema.state_dict(), model=model.state_dict(),
-                                                cur_nimg=step * train["batch_size"]),
+                                                cur_nimg=step * train.batch_size),
                                 "config_sha256": config_sha, "train_config": train_cfg})
     distributed.barrier()
     distributed.shutdown()
@@ -194,16 +199,16 @@ class TrainStep:
 
     def __init__(self, net, model, ema, optimizer, objective, cfg, micro, rank=0, world=1):
         self.net, self.model, self.ema, self.optimizer, self.objective = net, model, ema, optimizer, objective
-        self.train, self.seed, self.micro = cfg["train"], cfg["seed"], micro
+        self.train, self.seed, self.micro = train_section(cfg), cfg["seed"], micro
         self.rank, self.world = rank, world
         self.null_class = cfg["model"]["num_classes"]
         self.device = next(model.parameters()).device
-        self.autocast_enabled = self.train["precision"] == "bf16"
+        self.autocast_enabled = self.train.precision == "bf16"
         self.lr = 0.0
 
     def __call__(self, x_all, y_all, step: int):
         train, dev = self.train, self.device
-        self.lr = learning_rate(train, step * train["batch_size"])
+        self.lr = learning_rate(train, step * train.batch_size)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
         self.optimizer.zero_grad(set_to_none=True)
@@ -215,7 +220,7 @@ class TrainStep:
             y = y_all[m * self.micro:(m + 1) * self.micro].to(dev, non_blocking=True)
             gen = torch.Generator(dev).manual_seed(derived_seed(self.seed, step, self.rank, m))
             # Label dropout to the null class for classifier-free guidance.
-            drop = torch.rand(y.shape, generator=gen, device=dev) < train["label_dropout"]
+            drop = torch.rand(y.shape, generator=gen, device=dev) < train.label_dropout
             y = torch.where(drop, torch.full_like(y, self.null_class), y)
             last = m == num_micro - 1
             ctx = self.net.no_sync() if (self.world > 1 and not last) else contextlib.nullcontext()
@@ -228,8 +233,8 @@ class TrainStep:
         return distributed.all_reduce_mean(step_loss), stats_sum
 
     def finish(self, step: int):
-        if self.train["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train["grad_clip"])
+        if self.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train.grad_clip)
         self.optimizer.step()
         update_ema(self.ema, self.model, ema_decay(self.train, step))
 
@@ -243,11 +248,11 @@ def make_progress(progress, rank, total, initial):
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
-def write_log_line(path: Path, step: int, train: dict, lr: float, window: dict, progress_lines: bool):
+def write_log_line(path: Path, step: int, train: TrainConfig, lr: float, window: dict, progress_lines: bool):
     """Append one JSON line of averages over the window since the last line, then reset it."""
     now = time.perf_counter()
     n = max(window["n"], 1)
-    entry = {"step": step, "kimg": step * train["batch_size"] / 1000, "loss": window["loss"] / n,
+    entry = {"step": step, "kimg": step * train.batch_size / 1000, "loss": window["loss"] / n,
              "lr": lr, "images_per_s": window["nimg"] / max(now - window["t0"], 1e-9)}
     entry.update({k: v / n for k, v in window["stats"].items()})
     with open(path, "a") as f:

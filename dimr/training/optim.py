@@ -2,34 +2,36 @@
 
 import torch
 
+from dimr.config import TrainConfig
 
-def build_optimizer(model: torch.nn.Module, train: dict) -> torch.optim.AdamW:
+
+def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.AdamW:
     """AdamW (paper §5); TD-LN's w and b are excluded from weight decay (official DiMR code)."""
     no_decay = model.no_weight_decay_params() if hasattr(model, "no_weight_decay_params") else set()
     decay, plain = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (plain if name in no_decay else decay).append(p)
-    groups = [{"params": decay, "weight_decay": train["weight_decay"]},
+    groups = [{"params": decay, "weight_decay": train.weight_decay},
               {"params": plain, "weight_decay": 0.0}]
     fused = next(model.parameters()).is_cuda  # fused kernels exist for CUDA only
-    return torch.optim.AdamW(groups, lr=train["lr"], betas=tuple(train["betas"]), fused=fused)
+    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), fused=fused)
 
 
-def learning_rate(train: dict, cur_nimg: int) -> float:
+def learning_rate(train: TrainConfig, cur_nimg: int) -> float:
     """Linear warm-up over warmup_kimg, then constant (paper: 5K steps)."""
-    warmup = train["warmup_kimg"] * 1000
+    warmup = train.warmup_kimg * 1000
     if warmup > 0 and cur_nimg < warmup:
-        return train["lr"] * cur_nimg / warmup
-    return train["lr"]
+        return train.lr * cur_nimg / warmup
+    return train.lr
 
 
-def ema_decay(train: dict, step: int) -> float:
+def ema_decay(train: TrainConfig, step: int) -> float:
     """The EMA decay after optimiser step `step` (0-based); with warm-up, TensorFlow's num_updates rule
     min(decay, (1+n)/(10+n)), so that a run of a few thousand steps does not average in its init."""
-    if train.get("ema_warmup"):
-        return min(train["ema_decay"], (1 + step) / (10 + step))
-    return train["ema_decay"]
+    if train.ema_warmup:
+        return min(train.ema_decay, (1 + step) / (10 + step))
+    return train.ema_decay
 
 
 @torch.no_grad()
