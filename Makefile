@@ -23,4 +23,4 @@ bench: setup
 # `snakemake --lint` prints a few deliberate lints, so it is checked by a test instead
 # (tests/test_workflow_dag.py::test_lint_leaves_only_deliberate_choices, part of `make test`).
 lint: setup
-	.venv/bin/ruff check dimr workflow tests tools
+	.venv/bin/ruff check dimr workflow tests tools benchmarks
