@@ -277,12 +277,21 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
+def _is_file(value: str) -> bool:
+    try:
+        return Path(value).is_file()
+    except OSError:  # not a usable file name (longer than the file system allows): text
+        return False
+
+
 def load_spec(value: str, option: str = "--spec") -> dict:
     """A mapping given as a YAML/JSON file or as the text itself (the workflow passes JSON text)."""
-    try:
-        text = Path(value).read_text() if len(value) < 4096 and Path(value).is_file() else value
-    except OSError as e:
-        raise ConfigError(f"{option} {value[:80]}: cannot read ({e})") from None
+    text = value
+    if not value.lstrip().startswith(("{", "[")) and _is_file(value):  # JSON text is never a file name
+        try:
+            text = Path(value).read_text()
+        except OSError as e:
+            raise ConfigError(f"{option} {value}: cannot read ({e})") from None
     try:
         spec = load_yaml(text)
     except yaml.YAMLError as e:

@@ -233,3 +233,15 @@ def test_the_latent_recipe_conditions_on_the_official_linear_proxy():
     c = c_noise_dimr_latent_proxy(schedule.logsnr(t), schedule)
     # 8n/1000 − 4 with n = 1000 t, over the /4 of every c_noise here: −1 at t = 0, +1 at t = 1
     assert torch.allclose(c, (8 * 1000 * t / 1000 - 4) / 4, atol=1e-6)
+
+
+def test_a_long_json_spec_is_text_not_a_file_name(tmp_path):
+    from dimr.config import load_spec
+
+    spec = {"sample": {"note": "x" * 300, "path": "a/b"}}  # no "/" in the first 255 characters
+    assert load_spec(json.dumps(spec)) == spec
+    path = tmp_path / "spec.yaml"
+    path.write_text("sample: {num_samples: 7}\n")
+    assert load_spec(str(path)) == {"sample": {"num_samples": 7}}
+    with pytest.raises(ConfigError, match="not a YAML/JSON mapping"):
+        load_spec(str(tmp_path / "missing.yaml"))
