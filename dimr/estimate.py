@@ -13,8 +13,13 @@ import dataclasses
 import json
 from pathlib import Path
 
-from dimr import studies
+from dimr import perf, studies
+from dimr.config import RECIPES, SampleConfig, TrainConfig, dataclass_from_dict, deep_merge
+from dimr.diffusion import SamplerConfig
 from dimr.errors import ConfigError, DimrError, MissingFileError
+from dimr.models import PRESETS, resolve_model_config
+from dimr.models.counting import count_gmacs
+from dimr.run_config import resolve_run_config
 
 RESULTS_DIR = Path("results/benchmarks")
 
@@ -139,11 +144,6 @@ def run_sections(spec: dict) -> dict:
     A data set that is not on this machine (ImageNet away from the cluster) only fixes the model's
     input shape, which the paper presets already have: resolve without it.
     """
-    from dimr.config import RECIPES, SampleConfig, TrainConfig, dataclass_from_dict, deep_merge
-    from dimr.diffusion import SamplerConfig
-    from dimr.models import resolve_model_config
-    from dimr.run_config import resolve_run_config
-
     try:
         return resolve_run_config(spec)
     except DimrError as err:
@@ -171,9 +171,6 @@ class Estimator:
 
     def flops(self, model_cfg: dict) -> tuple[float, float]:
         """(training FLOPs, forward FLOPs) per image."""
-        from dimr import perf
-        from dimr.models.counting import count_gmacs
-
         key = json.dumps(model_cfg, sort_keys=True)
         if key not in self._flops:
             self._flops[key] = (perf.train_flops_per_image(model_cfg), 2e9 * count_gmacs(model_cfg))
@@ -214,8 +211,6 @@ def study_costs(est: Estimator, path, scale: str, max_seeds: int | None = None) 
 
 def default_recipe(preset: str) -> str:
     """The recipe matching a preset's input: Fashion-MNIST, ImageNet 64 pixels, else ImageNet 256 latents."""
-    from dimr.models import PRESETS
-
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; valid: {sorted(PRESETS)}")
     p = PRESETS[preset]

@@ -5,6 +5,8 @@ import io
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 
@@ -73,7 +75,7 @@ def atomic_torch_save(path, obj) -> Path:
 
 
 def atomic_savez(path, **arrays) -> Path:
-    import numpy as np
+    import numpy as np  # local: the launcher (submit.py) imports this module and needs no numpy
 
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -91,7 +93,4 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
 
 def npz_errors() -> tuple:
     """What numpy and zipfile raise on a damaged .npz: truncated, empty, not a zip, bad CRC, bad header."""
-    import zipfile
-    import zlib
-
     return (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError)

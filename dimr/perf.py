@@ -18,6 +18,9 @@ import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
+from dimr.config import git_commit
+from dimr.models import build_model
+
 # ----------------------------------------------------------------------------
 # FLOP counts.
 
@@ -56,8 +59,6 @@ def train_flops_per_image(model_cfg: dict) -> float:
     The count is linear in the batch. Every head gets a gradient (the multi-scale loss); the noisy
     input needs none, so the first layer skips its input gradient as in training.
     """
-    from dimr.models import build_model
-
     with torch.device("meta"):
         model = build_model(model_cfg)
     C, R = model.in_channels, model.resolution
@@ -167,8 +168,6 @@ def cpu_model() -> str:
 
 def machine_info(device) -> dict:
     """GPU, CUDA, torch and the git commit: what a throughput number depends on."""
-    from dimr.config import git_commit
-
     device = torch.device(device)
     info = {
         "device": device.type,

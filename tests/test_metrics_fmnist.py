@@ -236,13 +236,13 @@ def test_evaluate_handles_missing_optional_sections(extractor, net_dir, images, 
 
 
 def test_evaluate_checks_every_input_before_computing(net_dir, images, tmp_path, monkeypatch):
-    from dimr.metrics import fidelity
+    from dimr.metrics import evaluate
 
     def boom(*a, **k):
         raise AssertionError("computed before the inputs were checked")
 
-    monkeypatch.setattr(fidelity, "extract", boom)
-    monkeypatch.setattr(fidelity, "Extractor", boom)
+    monkeypatch.setattr(evaluate, "extract", boom)  # where evaluate_run looks them up
+    monkeypatch.setattr(evaluate, "Extractor", boom)
     weights = net_dir / fidnet.WEIGHTS_FILE
     run = make_run(tmp_path / "r1", images["test"][:20], weights, tmp_path / "missing-ref.npz")
     with pytest.raises(MissingFileError, match="missing-ref.npz"):

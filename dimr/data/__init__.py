@@ -14,12 +14,15 @@ from dimr.errors import ConfigError, MissingFileError
 from .fashion_mnist import (
     DEFAULT_ROOT,
     FASHION_MNIST_CLASSES,
+    FIX,
     SPLITS,
     FashionMNIST,
     check_resolution,
     fit_resolution,
     load_fashion_mnist,
 )
+from .image_folder import ImageFolder, list_class_folders, list_images
+from .latents import LatentDataset, check_vae_path, load_latents_file
 
 DATASET_TYPES = ("fashion-mnist", "image-folder", "latents")
 
@@ -69,10 +72,8 @@ def build_dataset(cfg, split: str = "train"):
         raise ConfigError(
             f"data.type {cfg.type!r} has only a 'train' split; metrics use reference statistics")
     elif cfg.type == "image-folder":
-        from .image_folder import ImageFolder
         ds = ImageFolder(cfg.root, cfg.resolution, cfg.hflip)
     else:
-        from .latents import LatentDataset
         ds = LatentDataset(cfg.latents, cfg.hflip)
         _check_latent_resolution(cfg, ds.meta)
     _check_classes(cfg, ds.num_classes)
@@ -92,9 +93,7 @@ def dataset_shape(cfg) -> tuple[int, int, int]:
         check_resolution(cfg.resolution)
         return 1, cfg.resolution, _check_classes(cfg, len(FASHION_MNIST_CLASSES))
     if cfg.type == "image-folder":
-        from .image_folder import list_class_folders
         return 3, cfg.resolution, _check_classes(cfg, len(list_class_folders(cfg.root)))
-    from .latents import load_latents_file
     meta = load_latents_file(cfg.latents)["meta"]
     _check_latent_resolution(cfg, meta)
     return meta["latent_channels"], meta["latent_resolution"], _check_classes(cfg, len(meta["classes"]))
@@ -104,18 +103,15 @@ def validate_data_config(cfg) -> DataConfig:
     """Check keys and that every file the run needs exists (cheap; train calls it before any compute)."""
     cfg = DataConfig.from_dict(cfg)
     if cfg.type == "fashion-mnist":
-        from .fashion_mnist import FIX
         for images_file, labels_file, _ in SPLITS.values():
             for name in (images_file, labels_file):
                 if not (Path(cfg.root) / name).is_file():
                     raise MissingFileError(f"Fashion-MNIST file not found: {Path(cfg.root) / name}; {FIX}.")
     elif cfg.type == "image-folder":
-        from .image_folder import list_class_folders, list_images
         first = Path(cfg.root) / list_class_folders(cfg.root)[0]
         if not list_images(first):
             raise MissingFileError(f"no images in {first}; check `data.root`")
     else:
-        from .latents import check_vae_path
         if cfg.vae is not None:
             check_vae_path(cfg.vae)
     dataset_shape(cfg)  # latents: reads the file's metadata; all: checks resolution and num_classes

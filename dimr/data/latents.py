@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dimr.config import sha256_json
+from dimr.data.image_folder import ImageFolder
 from dimr.errors import ConfigError, MissingFileError
 from dimr.io import sha256_file
 
@@ -122,8 +123,6 @@ def _torch_save_atomic(path: Path, obj) -> None:
 def precompute_latents(image_folder, out_file, vae_path, resolution: int = 256, batch_size: int = 32,
                        num_workers: int = 0, device=None, dtype: str = "float16") -> Path:
     """Encode every image of a class folder (ADM centre crop) and its flip; write one torch file."""
-    from dimr.data.image_folder import ImageFolder
-
     if dtype not in ("float16", "float32"):
         raise ConfigError(f"latent dtype must be float16 or float32, got {dtype!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

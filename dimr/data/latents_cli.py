@@ -2,6 +2,8 @@
 
 import argparse
 
+from dimr.data.latents import precompute_latents
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `dimr latents`."""
@@ -18,8 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Encode the folder and write the latents file; returns the exit status."""
-    from dimr.data.latents import precompute_latents
-
     out = precompute_latents(args.image_folder, args.out_file, args.vae, resolution=args.resolution,
                              batch_size=args.batch_size, num_workers=args.workers, device=args.device,
                              dtype=args.dtype)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from dimr.config import load_spec
+from dimr.data.fashion_mnist import load_fashion_mnist
 from dimr.errors import ConfigError
 from dimr.io import atomic_savez, atomic_write_json
 from dimr.run_config import load_run_config, resolve_run_config
@@ -25,8 +26,7 @@ def baseline_images(kind: str, cfg: dict, n: int) -> tuple[np.ndarray, np.ndarra
         if data["type"] != "fashion-mnist":
             raise ConfigError(f"baseline real-test needs a data set with a test split; {data['type']} has "
                               "none (ImageNet's real-data reference is ADM's reference batch itself)")
-        from dimr.data.fashion_mnist import load_fashion_mnist
-        from dimr.metrics.fidnet import pad_to_resolution
+        from dimr.metrics.fidnet import pad_to_resolution  # local: fidnet imports torch-fidelity (~1.5 s)
 
         images, labels = load_fashion_mnist(data["root"], "test")
         if n > len(images):

@@ -46,6 +46,7 @@ def check_cleanfid_weights(path, sha256: str | None = None) -> str:
 
 def cleanfid_inception(path, mode: str, device) -> torch.nn.Module:
     """clean-fid's `InceptionV3W` from the configured file, never from /tmp, never downloaded."""
+    # local: clean-fid (an optional cross-check) loads torchvision and scipy (~1.5 s)
     from cleanfid.inception_torchscript import InceptionV3W
 
     if mode not in MODES:
@@ -86,6 +87,7 @@ def clean_fid(samples: np.ndarray, reference: np.ndarray, extractor: Extractor |
 
     With `extractor` (fmnist-net): our net through clean-fid. Without: clean-fid's Inception from `weights`.
     """
+    # local: clean-fid (an optional cross-check) loads torchvision and scipy (~1.5 s)
     from cleanfid import fid as cfid
 
     if extractor is not None:

@@ -13,15 +13,19 @@ import torch
 from dimr.config import git_commit, train_identity
 from dimr.errors import MissingFileError
 from dimr.io import atomic_write_json
+from dimr.metrics.evaluate import EvaluateConfig
+from dimr.metrics.fidelity import Extractor, check_reference, conditional_accuracy, extract
+from dimr.metrics.network_eval import eval_dir_of, run_config, write_eval_config
+from dimr.metrics.stats import fid_from_stats, load_stats
 from dimr.run_config import load_run_config
+from dimr.sampling.generate import class_label, generate_all, network_from_state
+from dimr.training.checkpoint import FINAL_NETWORK, list_snapshots, load_state
 
 CURVE_FILE = "curve.json"
 
 
 def snapshot_networks(run_dir) -> list[Path]:
     """Snapshots in training order, then the final network (if not already a snapshot)."""
-    from dimr.training.checkpoint import FINAL_NETWORK, list_snapshots
-
     final = Path(run_dir) / FINAL_NETWORK
     if not final.is_file():
         raise MissingFileError(f"{final} not found: train the run first (`dimr train {run_dir}`)")
@@ -36,8 +40,6 @@ def curve_run(run_dir, device="cpu", batch: int = 250) -> dict:
 
 def curve_of_network(net_dir, ev: dict, eval_dir=None, device="cpu", batch: int = 250) -> dict:
     """The curve of a network under evaluation `ev` -> <eval folder>/curve.json (`dimr eval --curve`)."""
-    from dimr.metrics.network_eval import eval_dir_of, run_config, write_eval_config
-
     eval_dir = Path(eval_dir) if eval_dir else eval_dir_of(net_dir, ev)
     snapshot_networks(net_dir)  # checked before anything is written
     write_eval_config(eval_dir, net_dir, ev)
@@ -47,12 +49,6 @@ def curve_of_network(net_dir, ev: dict, eval_dir=None, device="cpu", batch: int 
 
 def write_curve(out: Path, net_dir, cfg: dict, device="cpu", batch: int = 250) -> dict:
     """Score every snapshot of the network in `net_dir` with `cfg`'s sampler and protocol; write `out`."""
-    from dimr.metrics.evaluate import EvaluateConfig
-    from dimr.metrics.fidelity import Extractor, check_reference, conditional_accuracy, extract
-    from dimr.metrics.stats import fid_from_stats, load_stats
-    from dimr.sampling.generate import class_label, generate_all, network_from_state
-    from dimr.training.checkpoint import load_state
-
     ev = EvaluateConfig.from_dict(cfg["evaluate"])
     extractor = Extractor(ev.extractor, ev.extractor_weights, ev.extractor_sha256, device)
     ref = load_stats(ev.reference, ev.reference_sha256)

@@ -12,13 +12,30 @@ a bootstrap of FID over the generated set (its sample-noise floor) and clean-fid
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from dimr.config import dataclass_from_dict, deep_merge, git_commit, parse_overrides
 from dimr.errors import ConfigError, MissingFileError
 from dimr.io import atomic_write_json, npz_errors, sha256_file
+from dimr.metrics import clean_fid_check, extractors
+from dimr.metrics.clean_fid_check import MODES
+from dimr.metrics.extractors import EXTRACTORS
+from dimr.metrics.fidelity import (
+    METRICS,
+    Extractor,
+    NpzImages,
+    check_reference,
+    conditional_accuracy,
+    extract,
+    image_batches,
+    metrics_from_features,
+    reference_pr_features,
+)
+from dimr.metrics.stats import bootstrap_summary, fid_bootstrap, fid_from_stats, load_stats
 
 SAMPLES_FILE, METRICS_FILE, CONFIG_FILE = "samples.npz", "metrics.json", "config.json"
 METRIC_KEYS = ("fid", "is_mean", "is_std", "precision", "recall", "accuracy", "fid_boot_std", "fid_boot_lo",
@@ -57,10 +74,6 @@ class EvaluateConfig:
         return d if isinstance(d, cls) else dataclass_from_dict(cls, d, "evaluate")
 
     def validate(self, where: str = "evaluate") -> None:
-        from dimr.metrics.clean_fid_check import MODES
-        from dimr.metrics.extractors import EXTRACTORS
-        from dimr.metrics.fidelity import METRICS
-
         if self.extractor not in EXTRACTORS:
             raise ConfigError(f"{where}.extractor: unknown {self.extractor!r}; valid: {sorted(EXTRACTORS)}")
         bad = sorted(set(self.metrics) - set(METRICS))
@@ -94,8 +107,6 @@ def sampler_protocol(sample: dict) -> dict:
 
 def read_samples(path: Path):
     """(NpzImages of arr_0, labels or None, seeds or None, meta dict) of a samples.npz."""
-    from dimr.metrics.fidelity import NpzImages
-
     try:
         with np.load(path, allow_pickle=False) as z:
             if "arr_0" not in z:
@@ -153,9 +164,6 @@ class Inputs:
 
 def check_inputs(ev: EvaluateConfig) -> Inputs:
     """Extractor weights, reference statistics and clean-fid's weights and images: present and intact."""
-    from dimr.metrics import clean_fid_check, extractors
-    from dimr.metrics.stats import load_stats
-
     extractors.resolve_weights(ev.extractor, ev.extractor_weights, ev.extractor_sha256)
     if ev.reference is None:
         raise ConfigError("evaluate.reference is not set: make statistics with `dimr reference REF.npz ...` "
@@ -170,19 +178,8 @@ def check_inputs(ev: EvaluateConfig) -> Inputs:
 def score_images(images, labels, seeds, n: int, ev: EvaluateConfig, inputs: Inputs, config: dict,
                  sample: dict, batch_size: int = 64, device=None) -> dict:
     """{metrics, protocol} of the first `n` of `images` (an array, an NpzImages or generated batches)."""
-    import torch
+    # local: torch-fidelity loads torchvision (~1.5 s); every command loads this module (run_config)
     import torch_fidelity
-
-    from dimr.metrics.fidelity import (
-        Extractor,
-        check_reference,
-        conditional_accuracy,
-        extract,
-        image_batches,
-        metrics_from_features,
-        reference_pr_features,
-    )
-    from dimr.metrics.stats import bootstrap_summary, fid_bootstrap
 
     ref, clean_ref = inputs.ref, inputs.clean_ref
     extractor = Extractor(ev.extractor, ev.extractor_weights, ev.extractor_sha256, device)
@@ -237,10 +234,6 @@ def score_images(images, labels, seeds, n: int, ev: EvaluateConfig, inputs: Inpu
 
 def run_clean_fid(ev: EvaluateConfig, extractor, samples, ref_images, ref_desc, batch_size) -> tuple:
     """(clean-fid's FID, what it compared, with our FID on the very same images for reference)."""
-    from dimr.metrics import clean_fid_check
-    from dimr.metrics.fidelity import extract
-    from dimr.metrics.stats import fid_from_stats
-
     ours_net = extractor if ev.extractor == "fmnist-net" else None  # None: clean-fid's own Inception
     value = clean_fid_check.clean_fid(samples, ref_images, ours_net, ev.clean_fid_mode, ev.clean_fid_weights,
                                       ev.clean_fid_sha256, batch_size, extractor.device)
@@ -263,7 +256,7 @@ def relative_difference(value: float, ours: float) -> float | None:
 
 def clean_fid_reference(ref, num: int):
     """Reference images for clean-fid: ADM's arr_0, or the data set our statistics were made from."""
-    from dimr.metrics.fidelity import NpzImages
+    # local: reference imports fidnet, which imports torch-fidelity (~1.5 s)
     from dimr.metrics.reference import reference_images
 
     if ref.kind == "adm":
@@ -279,8 +272,6 @@ def clean_fid_reference(ref, num: int):
 
 
 def _version(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(dist)
     except PackageNotFoundError:

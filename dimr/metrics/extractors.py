@@ -7,6 +7,8 @@ names the file and the command that fetches it on a machine with internet.
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch.hub
+
 from dimr.errors import ConfigError, MissingFileError
 from dimr.io import sha256_file
 
@@ -54,8 +56,6 @@ def default_weights(name: str) -> Path | None:
     """torch-fidelity's download location for Inception ($TORCH_HOME/hub/checkpoints); none for ours."""
     if name != "inception-v3-compat":
         return None
-    import torch.hub
-
     return Path(torch.hub.get_dir()) / "checkpoints" / TFID_INCEPTION_FILE
 
 
@@ -82,6 +82,7 @@ class ResolvedWeights:
 
 def resolve_weights(name: str, path=None, sha256: str | None = None) -> ResolvedWeights:
     """Check the extractor's weights file; the expected hash is the configured one, else the known one."""
+    # local: fidnet imports torch-fidelity (~1.5 s); run-config validation loads this module
     from dimr.metrics import fidnet
 
     spec = get_spec(name)
@@ -105,6 +106,7 @@ def register(name: str) -> ExtractorSpec:
     """Make sure torch-fidelity knows the extractor (ours are registered lazily, once)."""
     spec = get_spec(name)
     if name == "fmnist-net":
+        # local: fidnet imports torch-fidelity (~1.5 s); run-config validation loads this module
         from dimr.metrics import fidnet
 
         fidnet.register()

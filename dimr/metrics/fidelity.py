@@ -34,6 +34,7 @@ METRICS = ("fid", "is", "prc")
 
 def fidelity_kwargs(**kw) -> dict:
     """Protocol defaults plus `kw`, every key checked against `torch_fidelity.defaults.DEFAULTS`."""
+    # local: torch-fidelity loads torchvision (~1.5 s); run-config validation loads this module
     from torch_fidelity.defaults import DEFAULTS
 
     unknown = sorted(set(kw) - set(DEFAULTS))
@@ -63,6 +64,7 @@ def isc_splits(n: int, split_size: int = IS_SPLIT_SIZE) -> int:
 
 def inception_score(logits: torch.Tensor, split_size: int = IS_SPLIT_SIZE) -> dict:
     """IS as ADM's evaluator: exp(mean KL(p(y|x) || p(y))) per chunk (torch-fidelity's code), mean and std."""
+    # local: torch-fidelity loads torchvision (~1.5 s); run-config validation loads this module
     from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, isc_features_to_metric
 
     chunks = isc_chunks(len(logits), split_size)
@@ -163,6 +165,7 @@ class Extractor:
     """torch-fidelity's extractor `name` (weights checked by sha256) on `device`."""
 
     def __init__(self, name: str, weights=None, sha256: str | None = None, device=None):
+        # local: torch-fidelity loads torchvision (~1.5 s); run-config validation loads this module
         from torch_fidelity.utils import create_feature_extractor
 
         self.name, self.spec = name, extractors.register(name)
@@ -255,6 +258,7 @@ def metrics_from_features(feats: Features, ref: Stats, metrics=METRICS, ref_pr: 
 
     Precision/recall: the first `num_pr` kept generated features (None: all kept) against all of `ref_pr`.
     """
+    # local: torch-fidelity loads torchvision (~1.5 s); run-config validation loads this module
     from torch_fidelity.metric_prc import prc_features_to_metric
 
     out = {}
@@ -282,6 +286,7 @@ def metrics_from_features(feats: Features, ref: Stats, metrics=METRICS, ref_pr: 
 def calculate_metrics_checked(samples: np.ndarray, reference: np.ndarray, extractor: Extractor,
                               metrics=METRICS, **kw) -> dict:
     """torch-fidelity's `calculate_metrics` on two uint8 image arrays (input1 generated, input2 real)."""
+    # local: torch-fidelity loads torchvision (~1.5 s); run-config validation loads this module
     import torch_fidelity
 
     spec = extractor.spec

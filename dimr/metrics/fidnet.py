@@ -18,8 +18,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from dimr.data import fit_resolution
+from dimr.data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
 from dimr.errors import CheckpointError, MissingFileError
 from dimr.io import atomic_torch_save, atomic_write_json, sha256_file
 
@@ -31,8 +35,6 @@ WEIGHTS_FILE, INFO_FILE = "fidnet.pt", "fidnet.json"
 
 def pad_to_resolution(images: np.ndarray, resolution: int = RESOLUTION) -> np.ndarray:
     """uint8 (N, 28, 28) -> (N, R, R, 1): the images `FashionMNIST` trains on, as uint8."""
-    from dimr.data import fit_resolution
-
     return fit_resolution(images, resolution)[..., None]
 
 
@@ -129,9 +131,6 @@ class FeatureExtractorFashionNet(FeatureExtractorBase):
 
 def register() -> None:
     """Register with torch-fidelity once (`register_feature_extractor` raises on a second call)."""
-    import torch_fidelity
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-
     current = FEATURE_EXTRACTORS_REGISTRY.get(FIDELITY_NAME)
     if current is None:
         torch_fidelity.register_feature_extractor(FIDELITY_NAME, FeatureExtractorFashionNet)
@@ -176,8 +175,6 @@ def train_fidnet(out_dir, epochs: int = 2, seed: int = 0, num_train: int | None 
                  num_test: int | None = None, batch_size: int = 256, lr: float = 2e-3, root=None,
                  device="cpu", resolution: int = RESOLUTION, log=print) -> dict:
     """Train on the train split, measure test accuracy, write fidnet.pt and fidnet.json; return the json."""
-    from dimr.data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
-
     root = root or DEFAULT_ROOT
     x_train, y_train = load_fashion_mnist(root, "train")
     x_test, y_test = load_fashion_mnist(root, "test")

@@ -26,10 +26,14 @@ from dimr.config import (
     parse_overrides,
     train_identity,
 )
+from dimr.data.latents import load_vae
 from dimr.diffusion import SamplerConfig
 from dimr.errors import ConfigError, MissingFileError
 from dimr.io import atomic_savez, atomic_write_json
+from dimr.metrics.evaluate import EvaluateConfig, check_inputs, score_images
 from dimr.run_config import load_run_config, resolve_run_config
+from dimr.sampling.generate import GeneratedImages, class_label, network_from_state
+from dimr.training.checkpoint import FINAL_NETWORK, list_snapshots, load_state
 
 EVALS_DIR, EVAL_FILE = "evals", "eval.json"
 ID_CHARS = 12  # of the eval config's sha256, naming its folder
@@ -89,8 +93,6 @@ def run_config(net_cfg: dict, ev: dict) -> dict:
 
 def network_file(net_dir, snapshot: str | None) -> Path:
     """The final network, or a snapshot named by its file or its image count (kimg)."""
-    from dimr.training.checkpoint import FINAL_NETWORK, list_snapshots
-
     if snapshot is None:
         return Path(net_dir) / FINAL_NETWORK
     if Path(snapshot).is_file():
@@ -109,10 +111,8 @@ def network_file(net_dir, snapshot: str | None) -> Path:
 def evaluate_network(net_dir, ev: dict, eval_dir=None, snapshot: str | None = None, device="cpu",
                      batch: int = 250) -> tuple[Path, dict]:
     """Sample and score one network file with evaluation `ev`; returns (eval folder, metrics result)."""
-    from dimr.metrics.evaluate import EvaluateConfig, check_inputs, score_images
-    from dimr.sampling.generate import GeneratedImages, class_label, network_from_state
+    # local: the grid needs torchvision (~1.5 s), and the workflow (common.smk) imports this module
     from dimr.sampling.grid import save_grid
-    from dimr.training.checkpoint import load_state
 
     net_cfg = load_run_config(net_dir)
     eval_dir = Path(eval_dir) if eval_dir else eval_dir_of(net_dir, ev)
@@ -128,8 +128,6 @@ def evaluate_network(net_dir, ev: dict, eval_dir=None, snapshot: str | None = No
     net = network_from_state(state, "ema" if s["ema"] else "model", device)
     vae = None
     if net_cfg["data"]["type"] == "latents":
-        from dimr.data.latents import load_vae
-
         vae = load_vae(net_cfg["data"]["vae"]).to(device)
     n = evc.num_samples or s["num_samples"]
     seeds = torch.arange(s["seed_start"], s["seed_start"] + s["num_samples"])
@@ -182,7 +180,7 @@ def run(args) -> int:
     net_cfg = load_run_config(args.network_dir)
     ev = resolve_eval_config(net_cfg, parse_eval_arguments(args))
     if args.curve:
-        from dimr.metrics.curve import curve_of_network
+        from dimr.metrics.curve import curve_of_network  # local: curve imports this module (a cycle)
 
         out = curve_of_network(args.network_dir, ev, args.out, device, args.batch)
         print(json.dumps(out["points"]))

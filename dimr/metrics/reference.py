@@ -7,7 +7,12 @@ see, uint8, background 0). Any other image set can be given as an .npz with `arr
 import hashlib
 from pathlib import Path
 
-from dimr.errors import ConfigError
+import torch_fidelity
+
+from dimr import __version__
+from dimr.config import git_commit
+from dimr.data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
+from dimr.errors import ConfigError, MissingFileError
 from dimr.io import sha256_file
 from dimr.metrics.fidelity import Extractor, NpzImages, extract
 from dimr.metrics.fidnet import RESOLUTION, pad_to_resolution
@@ -18,8 +23,6 @@ def reference_images(data: str, split: str = "train", root=None, num: int | None
                      resolution: int = RESOLUTION):
     """(uint8 images or `NpzImages`, source description) of a data set name or an images .npz."""
     if data == "fashion-mnist":
-        from dimr.data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
-
         root = root or DEFAULT_ROOT
         images, _ = load_fashion_mnist(root, split)
         return pad_to_resolution(images[:num], resolution), {"data": data, "split": split, "root": str(root),
@@ -28,8 +31,6 @@ def reference_images(data: str, split: str = "train", root=None, num: int | None
     if path.suffix != ".npz":
         raise ConfigError(f"--data {data!r}: expected 'fashion-mnist' or an .npz with arr_0 (N, H, W, C)")
     if not path.is_file():
-        from dimr.errors import MissingFileError
-
         raise MissingFileError(f"image file not found: {path}")
     return NpzImages(path), {"data": str(path), "data_sha256": sha256_file(path)}
 
@@ -37,11 +38,6 @@ def reference_images(data: str, split: str = "train", root=None, num: int | None
 def make_reference(out, extractor: Extractor, source, source_meta: dict, num: int | None = None,
                    num_pr: int = 10000, batch_size: int = 64) -> dict:
     """Extract, then write mu/sigma (float64), the first `num_pr` features and metadata to `out`."""
-    import torch_fidelity
-
-    from dimr import __version__
-    from dimr.config import git_commit
-
     hasher = hashlib.sha256()
     feats = extract(extractor, source, batch_size, limit=num, keep=num_pr, hasher=hasher)
     meta = {**extractor.protocol(), "num": feats.stats.n, "num_pr": min(num_pr, feats.stats.n),

@@ -59,6 +59,7 @@ class FeatureStats:
 
 def fid_from_stats(mu1, sigma1, mu2, sigma2) -> float:
     """Fréchet distance of two float64 Gaussians by torch-fidelity's `fid_statistics_to_metric`."""
+    # local: torch-fidelity loads torchvision (~1.5 s); run-config validation loads this module
     from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 
     mu1, mu2 = (np.atleast_1d(np.asarray(m, np.float64)) for m in (mu1, mu2))

@@ -7,6 +7,8 @@ import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from dimr.models import build_model
+
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters, sum(p.numel()) (fixed sin-cos positions are a buffer and not counted)."""
@@ -40,8 +42,6 @@ def _example_inputs(model, device, batch=1):
 
 def count_gmacs(cfg: dict) -> float:
     """GMACs of one forward pass at batch 1: FlopCounterMode FLOPs / 2 / 1e9, built on the meta device."""
-    from dimr.models import build_model  # local: dimr.models imports this module
-
     try:
         with torch.device("meta"):
             model = build_model(cfg)

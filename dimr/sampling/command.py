@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from dimr.config import deep_merge, parse_overrides
+from dimr.data.latents import load_vae
 from dimr.errors import ConfigError
 from dimr.io import atomic_savez
 from dimr.run_config import load_run_config, resolve_run_config
@@ -54,8 +56,6 @@ def run(args) -> int:
     net = load_network(args.run_dir, ema=s["ema"], device=device)
     vae = None
     if cfg["data"]["type"] == "latents":
-        from dimr.data.latents import load_vae
-
         vae = load_vae(cfg["data"]["vae"]).to(device)
     seeds = torch.arange(s["seed_start"], s["seed_start"] + s["num_samples"])
     mine = seeds[rank::world]  # any split gives the same images: each depends only on its seed
@@ -87,8 +87,6 @@ def run(args) -> int:
 
 
 def write_pngs(folder, images: np.ndarray, seeds: np.ndarray):
-    from PIL import Image
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for img, seed in zip(images, seeds):

@@ -7,7 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dimr.data.latents import decode_latents
+from dimr.diffusion import sample_from_noise
 from dimr.errors import MissingFileError
+from dimr.models import build_model
 from dimr.training.checkpoint import FINAL_NETWORK, load_state
 
 
@@ -33,8 +36,6 @@ def load_network(run_dir, ema: bool = True, device="cpu") -> torch.nn.Module:
 
 def network_from_state(state: dict, weights: str = "ema", device="cpu") -> torch.nn.Module:
     """The network of a final-network or snapshot state (its `model_config` and `weights`), in eval mode."""
-    from dimr.models import build_model
-
     net = build_model(state["model_config"])
     net.load_state_dict(state[weights])
     return net.to(device).eval().requires_grad_(False)
@@ -43,14 +44,10 @@ def network_from_state(state: dict, weights: str = "ema", device="cpu") -> torch
 @torch.no_grad()
 def generate_images(net, cfg: dict, seeds: torch.Tensor, device="cpu", vae=None) -> np.ndarray:
     """Sample the given seeds with the run's sampler; returns (N, H, W, C) uint8."""
-    from dimr.diffusion import sample_from_noise
-
     noise = image_noise(seeds, (net.in_channels, net.resolution, net.resolution)).to(device)
     labels = class_label(seeds, net.num_classes).to(device)
     x = sample_from_noise(net, cfg["diffusion"], cfg["sample"]["sampler"], noise, labels)
     if vae is not None:  # latent models: decode to pixels with the configured VAE
-        from dimr.data.latents import decode_latents
-
         x = decode_latents(vae, x)
     return to_uint8(x)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from dimr.config import config_diff
+from dimr.config import config_diff, train_identity
 from dimr.errors import CheckpointError
 from dimr.io import atomic_torch_save
 
@@ -52,8 +52,6 @@ def save_state(path, state: dict) -> Path:
 
 def network_state(cfg: dict, **tensors) -> dict:
     """The fields of a network file: equal runs give equal bytes (sorted model config, no folder name)."""
-    from dimr.config import train_identity
-
     model = json.loads(json.dumps(cfg["model"], sort_keys=True))
     return {"model_config": model, **tensors, "train_sha256": train_identity(cfg)}
 

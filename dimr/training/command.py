@@ -4,8 +4,10 @@ import sys
 from pathlib import Path
 
 from dimr.config import TRAIN_SECTIONS, deep_merge, load_spec, parse_overrides
+from dimr.data import validate_data_config
 from dimr.errors import ConfigError, MissingFileError
 from dimr.run_config import CONFIG_FILE, load_run_config, resolve_run_config, write_run_config
+from dimr.training.loop import training_loop
 
 
 def add_arguments(p):
@@ -40,8 +42,6 @@ def ensure_run_config(args) -> dict:
     On an existing run, --set/--spec are checked against it: the same values are fine, others are an error
     naming the keys. The data set is checked before config.json is written, so a wrong path can be fixed.
     """
-    from dimr.data import validate_data_config
-
     run_dir = Path(args.run_dir)
     path = run_dir / CONFIG_FILE
     creating = any([args.preset, args.spec, args.overrides, args.recipe, args.seed is not None])
@@ -68,9 +68,6 @@ def ensure_run_config(args) -> dict:
 
 
 def run(args) -> int:
-    from dimr.data import validate_data_config
-    from dimr.training.loop import training_loop
-
     missing = [p for p in args.require if not Path(p).exists()]
     if missing:  # before config.json is written and before any compute
         raise MissingFileError(f"{', '.join(missing)} not found: the evaluations of this run read it; "

@@ -17,11 +17,15 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from dimr.config import TrainConfig, dataclass_from_dict, train_identity, train_subset
+from dimr.data import build_dataset
+from dimr.diffusion import DiffusionObjective
 from dimr.errors import EXIT_REQUEUE as EXIT_INTERRUPTED
 from dimr.errors import DimrError
 from dimr.io import atomic_write_text, stale_temp_files
+from dimr.models import build_model
 from dimr.training import distributed
 from dimr.training.checkpoint import (
     FINAL_NETWORK,
@@ -69,10 +73,6 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
                   num_workers: int = 0, compile_model: bool = False, stop_at_kimg: float | None = None,
                   progress: bool | None = None) -> Path:
     """Train (or resume) the run in `run_dir`; return the path of the finished network."""
-    from dimr.data import build_dataset
-    from dimr.diffusion import DiffusionObjective
-    from dimr.models import build_model
-
     run_dir = Path(run_dir)
     final_path = run_dir / FINAL_NETWORK
     if final_path.exists():  # finished: verified (content hash, training settings), never retrained
@@ -243,8 +243,6 @@ def make_progress(progress, rank, total, initial):
     """A tqdm bar on a terminal; plain log lines otherwise (SLURM logs, CI)."""
     if rank != 0 or not (sys.stderr.isatty() if progress is None else progress):
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
