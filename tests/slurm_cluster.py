@@ -32,11 +32,12 @@ session: give each test its own submitit folder and job name.
 
 The cluster comes from workflow/slurm/cluster.sh (up/down; every daemon stopped by PID) in a fresh
 /tmp/dimr-slurm-* directory, removed afterwards unless DIMR_KEEP_SLURM_DIR=1. If the SLURM programs
-are missing the fixture fails (it does not skip) and names the apt line that installs them.
+are missing the fixture fails (it does not skip) and says to run tools/setup.sh, which installs them.
 Teardown cancels all jobs, stops the daemons and fails if any process of the cluster survives.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -48,8 +49,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "workflow" / "slurm" / "cluster.sh"
-APT_LINE = ("apt-get install -y --no-install-recommends "
-            "slurmctld slurmd slurm-client munge slurmdbd mariadb-server")
+SETUP_SH = REPO / "tools" / "setup.sh"  # home of the Debian package list (APT_PACKAGES)
 PROGRAMS = ("munged", "mungekey", "mariadbd", "slurmdbd", "slurmctld", "slurmd",
             "sbatch", "squeue", "sacct", "scancel", "sinfo", "srun")
 
@@ -117,6 +117,13 @@ def processes_of(cluster_dir: Path) -> list[str]:
     return found
 
 
+def setup_hint() -> str:
+    """How to install the SLURM programs: tools/setup.sh, with the packages its APT_PACKAGES names."""
+    text = SETUP_SH.read_text() if SETUP_SH.is_file() else ""
+    m = re.search(r"^APT_PACKAGES=\((.*)\)$", text, re.M)
+    return "run tools/setup.sh" + (f" (it installs: {m.group(1)})" if m else "")
+
+
 def _cluster_sh(action: str, cluster_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(CLUSTER_SH), action, str(cluster_dir)], capture_output=True,
                           text=True, timeout=180)
@@ -127,7 +134,7 @@ def slurm_cluster():
     """Bring a SLURM cluster up in a fresh directory for the session; always bring it down."""
     missing = [p for p in PROGRAMS if shutil.which(p) is None]
     if missing:
-        pytest.fail(f"SLURM integration tests need {', '.join(missing)}; install them with: {APT_LINE}",
+        pytest.fail(f"SLURM integration tests need {', '.join(missing)}; {setup_hint()}",
                     pytrace=False)
     if os.geteuid() != 0:
         pytest.fail("the test SLURM cluster runs its daemons as root (SlurmUser=root); run the SLURM "

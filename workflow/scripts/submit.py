@@ -16,6 +16,7 @@ It relies on submitit's documented local and SLURM executors.
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -34,8 +35,7 @@ from dimr.io import atomic_write_json
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
                  "COMPLETING", "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "READY"}
-APT_LINE = ("apt-get install -y --no-install-recommends "
-            "slurmctld slurmd slurm-client munge slurmdbd mariadb-server")
+SETUP_SH = Path(__file__).resolve().parents[2] / "tools" / "setup.sh"  # home of the Debian package list
 
 # Run as a script, the job's callable lives in __main__ and cloudpickle ships it by value; imported
 # (tests, other scripts), this module is not importable inside the job, so ship it by value too.
@@ -228,10 +228,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def setup_hint() -> str:
+    """How to install the SLURM programs: tools/setup.sh, with the packages its APT_PACKAGES names."""
+    text = SETUP_SH.read_text() if SETUP_SH.is_file() else ""
+    m = re.search(r"^APT_PACKAGES=\((.*)\)$", text, re.M)
+    return "run tools/setup.sh" + (f" (it installs: {m.group(1)})" if m else "")
+
+
 def make_executor(args) -> submitit.AutoExecutor:
     if args.executor == "slurm" and not all(shutil.which(p) for p in ("sbatch", "sacct", "squeue")):
-        sys.exit(f"submit.py: --executor slurm needs sbatch and sacct on PATH ({APT_LINE}), "
-                 "and SLURM_CONF pointing at the cluster (workflow/slurm/cluster.sh up DIR prints it)")
+        sys.exit("submit.py: --executor slurm needs sbatch and sacct on PATH, and SLURM_CONF pointing at the "
+                 "cluster (workflow/slurm/cluster.sh up DIR prints it); to install SLURM, " + setup_hint())
     ex = submitit.AutoExecutor(folder=args.folder, cluster=args.executor)
     params = dict(name=args.name, timeout_min=args.timeout_min, nodes=args.nodes,
                   tasks_per_node=max(1, args.gpus_per_node), cpus_per_task=args.cpus_per_task)

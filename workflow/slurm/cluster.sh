@@ -9,11 +9,18 @@
 # foreground (-D/-F) in the background of this script, so its PID is known and written to DIR/pids.
 # `down` works after a partial `up`. For tests and by-hand trials only: the daemons run as root and
 # MariaDB listens on 127.0.0.1 without grant tables. The comments below say why each setting is there.
-# Needs: apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge slurmdbd mariadb-server
+# Needs the SLURM, munge and MariaDB packages that tools/setup.sh installs (its APT_PACKAGES).
 set -euo pipefail
 
-APT_LINE="apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
+SETUP_SH="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/tools/setup.sh"  # home of the Debian package list
 DAEMONS_STOP_ORDER=(slurmd slurmctld slurmdbd mariadbd munged)
+
+# How to install the programs: tools/setup.sh, with the packages its APT_PACKAGES names.
+setup_hint() {
+    local pkgs
+    pkgs=$(sed -n 's/^APT_PACKAGES=(\(.*\))$/\1/p' "$SETUP_SH" 2>/dev/null || true)
+    echo "run tools/setup.sh${pkgs:+ (it installs: $pkgs)}"
+}
 
 die() { echo "cluster.sh: error: $*" >&2; exit 1; }
 log() { echo "cluster.sh: $*" >&2; }
@@ -31,7 +38,7 @@ check_binaries() {
         command -v "$b" >/dev/null 2>&1 || missing+=("$b")
     done
     if ((${#missing[@]})); then
-        die "missing SLURM/munge/MariaDB programs: ${missing[*]}. Install them with: $APT_LINE"
+        die "missing SLURM/munge/MariaDB programs: ${missing[*]}; $(setup_hint)"
     fi
 }
 
