@@ -26,8 +26,16 @@ def sweep_fids(df: pd.DataFrame, keys: list[str], role: str) -> pd.DataFrame:
     """FID rows of the evaluations of `role` (sweep: reported; select: for choosing only)."""
     fid = df[(df["eval"] == role) & (df["metric"] == "fid")].copy()
     for k in keys:
-        fid[k] = fid[f"sweep.{k}"]
+        fid[k] = as_written(fid[f"sweep.{k}"])
     return fid
+
+
+def as_written(values: pd.Series) -> pd.Series:
+    """Swept values as the study wrote them: steps 8, not the 8.0 a CSV column with gaps reads back."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().all() and (numeric % 1 == 0).all():
+        return numeric.astype(int)
+    return values
 
 
 def summary(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -58,7 +66,7 @@ def short(key: str) -> str:
 
 def markdown(summ: pd.DataFrame, chosen: pd.DataFrame | None, keys: list[str], sel: dict | None,
              title: str) -> str:
-    lines = [f"## {title}: sampling sweep", "",
+    lines = [f"## {title}", "",
              f"FID per network and sampling setting: mean over seeds [{LEVEL:.0%} t interval] (n seeds); "
              "each network trained once and evaluated at every point.", "",
              "| variant | " + " | ".join(short(k) for k in keys) + " | NFE | FID | n |",
@@ -101,15 +109,20 @@ def line_figure(summ: pd.DataFrame, x: str, style_key: str | None, xlabel: str, 
             g = g.sort_values(x)
             i = styles.index(sv) if style_key else 0
             name = f"{label}, {short(style_key)} {sv}" if style_key and len(styles) > 1 else label
-            err = [(g["mean"] - g["lo"]).fillna(0), (g["hi"] - g["mean"]).fillna(0)]
+            # FID is positive: on a log axis an interval reaching below 0 (two seeds far apart) is cut at
+            # the axis instead of flattening every line.
+            floor = summ["mean"].min() / 3
+            lo = g["lo"].fillna(g["mean"]).clip(lower=floor)
+            err = [g["mean"] - lo, (g["hi"] - g["mean"]).fillna(0)]
             ax.errorbar(g[x], g["mean"], yerr=err, color=palette[label], marker=marks[i % len(marks)],
                         linestyle=["-", "--", ":", "-."][i % 4], capsize=3, label=name)
         if log_x:
             ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"FID (mean, {LEVEL:.0%} t interval over seeds)")
+        ax.set_ylabel(f"FID (mean, {LEVEL:.0%} t interval over seeds; log)")
         ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9, wrap=True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
