@@ -3,8 +3,8 @@
 It owns: the one dict -> dataclass validator (`dataclass_from_dict`: unknown keys and ill-typed values are
 errors naming the key), the one override grammar (`parse_overrides`, `load_yaml`: YAML 1.2 numbers, YAML
 lists, duplicate keys refused) used by every command and the study files, the training and sampling
-sections, the recipes, and the identities of a network (training sections) and of an evaluation
-(sample + evaluate). `dimr.run_config` composes the sections of all packages into a run config.
+sections and the recipes. `dimr.run_config` composes the sections of all packages into a run config
+and names networks and evaluations (`train_identity`, `eval_identity`).
 """
 
 import copy
@@ -309,16 +309,6 @@ def train_subset(cfg: dict) -> dict:
 def eval_subset(cfg: dict) -> dict:
     """The sections of a run config that define how its network is sampled and scored."""
     return {k: cfg[k] for k in EVAL_SECTIONS if k in cfg}
-
-
-def train_identity(cfg: dict) -> str:
-    """sha256 of the training sections: equal for runs that train the same weights, in any study."""
-    return sha256_json(train_subset(cfg))
-
-
-def eval_identity(cfg: dict) -> str:
-    """sha256 of the sample and evaluate sections: one evaluation of a network."""
-    return sha256_json(eval_subset(cfg))
 
 
 def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from dimr.config import (
+    EVAL_SECTIONS,
     RECIPES,
     RESULT_SECTIONS,
     TOP_KEYS,
@@ -22,7 +23,6 @@ from dimr.config import (
     non_finite_keys,
     results_subset,
     sha256_json,
-    train_identity,
     train_subset,
 )
 from dimr.data import DataConfig, dataset_shape
@@ -30,9 +30,49 @@ from dimr.diffusion import DiffusionConfig, SamplerConfig
 from dimr.errors import ConfigError
 from dimr.io import atomic_write_json
 from dimr.metrics.evaluate import EvaluateConfig
-from dimr.models import resolve_model_config
+from dimr.models import config_class, resolve_model_config
 
 CONFIG_FILE = "config.json"
+# The dataclass of each section whose fields an identity leaves out at their defaults (the model's by type).
+SECTION_CLASSES = {"diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
+                   "sample": SampleConfig, "evaluate": EvaluateConfig}
+
+
+def field_defaults(cls) -> dict:
+    return {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+
+
+def without_defaults(cfg: dict, sections) -> dict:
+    """`sections` of a resolved config, each without the fields that equal their dataclass default.
+
+    So a later version that adds a field whose default is the old behaviour (as every new field must)
+    names the same networks and evaluations: an upgrade never asks to retrain. A changed default is a
+    code change, recorded with the commit in every file's provenance.
+    """
+    out = {}
+    for name in sections:
+        if name not in cfg:
+            continue
+        value = cfg[name]
+        cls = config_class(value["type"]) if name == "model" else SECTION_CLASSES.get(name)
+        if cls is not None and isinstance(value, dict):
+            defaults = field_defaults(cls)
+            value = {k: v for k, v in value.items() if k not in defaults or v != defaults[k]}
+        out[name] = value
+    return out
+
+
+def train_identity(cfg: dict) -> str:
+    """sha256 of the training sections (at non-default values): equal for runs that train the same
+    weights, in any study and across versions that only add fields."""
+    return sha256_json(without_defaults(cfg, TRAIN_SECTIONS))
+
+
+def eval_identity(cfg: dict) -> str:
+    """sha256 of the sample and evaluate sections (at non-default values): one evaluation of a network."""
+    return sha256_json(without_defaults(cfg, EVAL_SECTIONS))
 
 
 def resolve_run_config(spec: dict) -> dict:

@@ -245,3 +245,18 @@ def test_a_long_json_spec_is_text_not_a_file_name(tmp_path):
     assert load_spec(str(path)) == {"sample": {"num_samples": 7}}
     with pytest.raises(ConfigError, match="not a YAML/JSON mapping"):
         load_spec(str(tmp_path / "missing.yaml"))
+
+
+def test_identities_ignore_fields_at_their_defaults_so_new_fields_do_not_rename_networks():
+    from dimr.run_config import eval_identity, train_identity
+
+    cfg = resolve_run_config({"preset": "tiny-dimr"})
+    assert cfg["model"]["gelu_approximate"] == "none"  # the field's default: the old behaviour
+    older = {**cfg, "model": {k: v for k, v in cfg["model"].items() if k != "gelu_approximate"}}
+    assert train_identity(older) == train_identity(cfg)  # a config written before the field existed
+    changed = {**cfg, "model": {**cfg["model"], "gelu_approximate": "tanh"}}
+    assert train_identity(changed) != train_identity(cfg)
+    assert train_identity({**cfg, "seed": 1}) != train_identity(cfg)
+    older_eval = {**cfg, "evaluate": {k: v for k, v in cfg["evaluate"].items() if k != "clean_fid_rtol"}}
+    assert eval_identity(older_eval) == eval_identity(cfg)
+    assert eval_identity({**cfg, "sample": {**cfg["sample"], "num_samples": 7}}) != eval_identity(cfg)

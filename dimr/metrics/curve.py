@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from dimr.config import git_commit, train_identity
+from dimr.config import git_commit
 from dimr.errors import MissingFileError
 from dimr.io import atomic_write_json
 from dimr.metrics.evaluate import EvaluateConfig
 from dimr.metrics.fidelity import Extractor, check_reference, conditional_accuracy, extract
 from dimr.metrics.network_eval import eval_dir_of, run_config, write_eval_config
 from dimr.metrics.stats import fid_from_stats, load_stats
-from dimr.run_config import load_run_config
+from dimr.run_config import load_run_config, train_identity
 from dimr.sampling.generate import class_label, generate_all, network_from_state
 from dimr.training.checkpoint import FINAL_NETWORK, list_snapshots, load_state
 

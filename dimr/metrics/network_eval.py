@@ -20,18 +20,16 @@ from dimr.config import (
     TRAIN_SECTIONS,
     config_diff,
     deep_merge,
-    eval_identity,
     git_commit,
     load_spec,
     parse_overrides,
-    train_identity,
 )
 from dimr.data.latents import load_vae
 from dimr.diffusion import SamplerConfig
 from dimr.errors import ConfigError, MissingFileError
 from dimr.io import atomic_savez, atomic_write_json
 from dimr.metrics.evaluate import EvaluateConfig, check_inputs, score_images
-from dimr.run_config import load_run_config, resolve_run_config
+from dimr.run_config import eval_identity, load_run_config, resolve_run_config, train_identity
 from dimr.sampling.generate import GeneratedImages, class_label, network_from_state
 from dimr.training.checkpoint import FINAL_NETWORK, list_snapshots, load_state
 

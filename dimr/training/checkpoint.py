@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from dimr.config import config_diff, train_identity
+from dimr.config import config_diff
 from dimr.errors import CheckpointError
 from dimr.io import atomic_torch_save
+from dimr.run_config import train_identity
 
 CHECKPOINT_DIR = "checkpoints"
 FINAL_NETWORK = "network-final.pt"
@@ -111,8 +112,9 @@ def load_state(path, config_sha256: str | None = None, what: str = "checkpoint",
         raise CheckpointError(
             f"{what} {path} is damaged: its content hash does not match the one written with it (a tensor's "
             f"bytes changed after it was saved). Nothing was changed. {fix}.")
-    if config_sha256 is not None and state.get("config_sha256") != config_sha256:
-        old = state.get("train_config")
+    old = state.get("train_config")
+    same_settings = isinstance(old, dict) and train_config is not None and not config_diff(old, train_config)
+    if config_sha256 is not None and state.get("config_sha256") != config_sha256 and not same_settings:
         keys = ("; differing keys:\n  " + "\n  ".join(config_diff(old, train_config))
                 if isinstance(old, dict) and train_config is not None else "")
         raise CheckpointError(

@@ -19,13 +19,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from dimr.config import TrainConfig, dataclass_from_dict, train_identity, train_subset
+from dimr.config import TrainConfig, dataclass_from_dict, train_subset
 from dimr.data import build_dataset
 from dimr.diffusion import DiffusionObjective
 from dimr.errors import EXIT_REQUEUE as EXIT_INTERRUPTED
 from dimr.errors import DimrError
 from dimr.io import atomic_write_text, stale_temp_files
 from dimr.models import build_model
+from dimr.run_config import train_identity
 from dimr.training import distributed
 from dimr.training.checkpoint import (
     FINAL_NETWORK,

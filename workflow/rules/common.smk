@@ -12,14 +12,13 @@ from dimr.config import (
     RECIPES,
     config_diff,
     deep_merge,
-    eval_identity,
     eval_subset,
     sha256_json,
-    train_identity,
     train_subset,
 )
 from dimr.errors import ConfigError, MissingFileError
 from dimr.metrics.network_eval import ID_CHARS, resolve_eval_config
+from dimr.run_config import eval_identity, train_identity
 
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 
