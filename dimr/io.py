@@ -1,7 +1,6 @@
 """Atomic file writes and content hashes: nothing half-written is ever left under a final name."""
 
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -12,13 +11,18 @@ from pathlib import Path
 
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write to a temporary file in the same directory, fsync, then rename over `path`."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write(path, write) -> Path:
+    """`write(file)` into a temporary file in the same directory, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from a group on a cluster
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -67,19 +71,17 @@ def atomic_write_json(path, obj) -> Path:
 
 
 def atomic_torch_save(path, obj) -> Path:
+    """torch.save straight into the temporary file: the state is never held twice in memory (a buffer
+    would double a checkpoint's size while it is saved); the bytes equal those of a buffer."""
     import torch  # local: table and workflow code import this module without torch
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_savez(path, **arrays) -> Path:
     import numpy as np  # local: the launcher (submit.py) imports this module and needs no numpy
 
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write(path, lambda f: np.savez(f, **arrays))  # straight into the file, no copy
 
 
 def sha256_file(path, chunk: int = 1 << 20) -> str:

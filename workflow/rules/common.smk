@@ -146,6 +146,8 @@ def check_records(per_run: dict) -> None:
         if old.get("network") != plan["network"] and trained:
             new = NETWORKS[plan["network"]]
             diff = config_diff(old.get("train_config", {}), new)
+            if "train_config" in old and not diff:
+                continue  # the same settings under an older naming of networks: nothing to decide
             problems.append(f"{run.dir}: trained as {old_dir}; the study now gives other training settings:\n    "
                             + "\n    ".join(diff or ["(unknown: the record holds no settings)"]))
     if problems:
