@@ -131,6 +131,20 @@ def resolve_run_config(spec: dict) -> dict:
     return cfg
 
 
+def resolve_eval_config(net_cfg: dict, over: dict) -> dict:
+    """{sample, evaluate}: the network config's own (or its recipe's) with `over` merged, validated."""
+    bad = sorted(set(over) - set(EVAL_SECTIONS))
+    if bad:
+        raise ConfigError(f"an evaluation changes only {list(EVAL_SECTIONS)}, got {bad}: other sections "
+                          "change the trained network (train a new one)")
+    spec = {k: net_cfg[k] for k in TRAIN_SECTIONS if k not in ("model",)}
+    spec["model"] = {}  # the preset's model: only the sample and evaluate sections are taken from the result
+    for k in EVAL_SECTIONS:
+        spec[k] = deep_merge(net_cfg.get(k, {}), over.get(k, {}))
+    full = resolve_run_config(spec)
+    return {k: full[k] for k in EVAL_SECTIONS}
+
+
 def dataclass_from_dict_or_self(cls, d, where):
     """Use the owning package's `from_dict` when it has one (it knows nested registries)."""
     if hasattr(cls, "from_dict"):

@@ -17,7 +17,6 @@ import torch
 
 from dimr.config import (
     EVAL_SECTIONS,
-    TRAIN_SECTIONS,
     config_diff,
     deep_merge,
     git_commit,
@@ -29,26 +28,12 @@ from dimr.diffusion import SamplerConfig
 from dimr.errors import ConfigError, MissingFileError
 from dimr.io import atomic_savez, atomic_write_json
 from dimr.metrics.evaluate import EvaluateConfig, check_inputs, score_images
-from dimr.run_config import eval_identity, load_run_config, resolve_run_config, train_identity
+from dimr.run_config import eval_identity, load_run_config, resolve_eval_config, train_identity
 from dimr.sampling.generate import GeneratedImages, class_label, network_from_state
 from dimr.training.checkpoint import FINAL_NETWORK, list_snapshots, load_state
 
 EVALS_DIR, EVAL_FILE = "evals", "eval.json"
 ID_CHARS = 12  # of the eval config's sha256, naming its folder
-
-
-def resolve_eval_config(net_cfg: dict, over: dict) -> dict:
-    """{sample, evaluate}: the network config's own (or its recipe's) with `over` merged, validated."""
-    bad = sorted(set(over) - set(EVAL_SECTIONS))
-    if bad:
-        raise ConfigError(f"an evaluation changes only {list(EVAL_SECTIONS)}, got {bad}: other sections "
-                          "change the trained network (train a new one)")
-    spec = {k: net_cfg[k] for k in TRAIN_SECTIONS if k not in ("model",)}
-    spec["model"] = {}  # the preset's model: only the sample and evaluate sections are taken from the result
-    for k in EVAL_SECTIONS:
-        spec[k] = deep_merge(net_cfg.get(k, {}), over.get(k, {}))
-    full = resolve_run_config(spec)
-    return {k: full[k] for k in EVAL_SECTIONS}
 
 
 def eval_dir_of(net_dir, ev: dict) -> Path:

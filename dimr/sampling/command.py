@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dimr.config import deep_merge, parse_overrides
+from dimr.config import parse_overrides
 from dimr.data.latents import load_vae
 from dimr.errors import ConfigError
 from dimr.io import atomic_savez
-from dimr.run_config import load_run_config, resolve_run_config
+from dimr.run_config import load_run_config, resolve_eval_config
 from dimr.sampling.generate import generate_images, load_network
 from dimr.sampling.grid import save_grid
 from dimr.training import distributed
@@ -39,12 +39,7 @@ def sample_config(cfg: dict, overrides: list[str]) -> dict:
                           f"other sections change the trained network: make a new run instead")
     if not over:
         return cfg
-    spec = {k: cfg[k] for k in ("name", "seed", "preset", "recipe", "diffusion", "data", "train",
-                                "evaluate")}
-    spec["model"] = {}
-    spec["sample"] = deep_merge(cfg["sample"], over["sample"])
-    resolved = resolve_run_config(spec)
-    return {**cfg, "sample": resolved["sample"]}
+    return {**cfg, "sample": resolve_eval_config(cfg, over)["sample"]}
 
 
 def run(args) -> int:

@@ -67,7 +67,7 @@ class GeneratedImages:
 
     def __init__(self, net, cfg: dict, seeds: torch.Tensor, device="cpu", vae=None, keep: int = 0):
         self.net, self.cfg, self.seeds, self.device, self.vae, self.keep = net, cfg, seeds, device, vae, keep
-        self.held = np.zeros((0, net.resolution, net.resolution, 0), np.uint8)
+        self.held = np.zeros((0,), np.uint8)  # the first `keep` images, once made
         self._hash, self._hashed = hashlib.sha256(), 0
         self.seconds = 0.0  # wall time spent sampling
 
@@ -90,7 +90,7 @@ class GeneratedImages:
             self.seconds += time.perf_counter() - t0
             if i == len(self.held) and i < self.keep:
                 part = images[: self.keep - i]
-                self.held = part.copy() if i == 0 else np.concatenate([self.held, part])
+                self.held = np.concatenate([self.held, part]) if i else part.copy()
             if i == self._hashed:
                 self._hash.update(np.ascontiguousarray(images).tobytes())
                 self._hashed = j

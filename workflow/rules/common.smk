@@ -17,8 +17,8 @@ from dimr.config import (
     train_subset,
 )
 from dimr.errors import ConfigError, MissingFileError
-from dimr.metrics.network_eval import ID_CHARS, resolve_eval_config
-from dimr.run_config import eval_identity, train_identity
+from dimr.metrics.network_eval import ID_CHARS
+from dimr.run_config import eval_identity, resolve_eval_config, train_identity
 
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 

@@ -102,12 +102,12 @@ def line_figure(summ: pd.DataFrame, x: str, style_key: str | None, xlabel: str, 
         ax.set_axis_off()
     else:
         palette = dict(zip(summ["label"].unique(), sns.color_palette(n_colors=summ["label"].nunique())))
-        styles = sorted(summ[style_key].unique()) if style_key else [None]
+        summ = summ.assign(_style=summ[style_key] if style_key else "")
+        styles = sorted(summ["_style"].unique())
         marks = ["o", "s", "^", "D", "v"]
-        for (label, sv), g in summ.groupby(["label", style_key] if style_key else ["label", "label"],
-                                           sort=False):
+        for (label, sv), g in summ.groupby(["label", "_style"], sort=False):
             g = g.sort_values(x)
-            i = styles.index(sv) if style_key else 0
+            i = styles.index(sv)
             name = f"{label}, {short(style_key)} {sv}" if style_key and len(styles) > 1 else label
             # FID is positive: on a log axis an interval reaching below 0 (two seeds far apart) is cut at
             # the axis instead of flattening every line.
