@@ -11,6 +11,7 @@ GPU-hours are device-hours: spreading a run over more GPUs shortens the wall tim
 import argparse
 import dataclasses
 import json
+import statistics
 from pathlib import Path
 
 from dimr import perf, studies
@@ -39,12 +40,6 @@ def newest_benchmark(folder=RESULTS_DIR) -> Path:
         raise MissingFileError(f"no benchmark results (*.json) in {folder}; run `make bench` on the machine "
                                "the runs will use, or pass --bench FILE")
     return files[-1]
-
-
-def _median(values):
-    values = sorted(values)
-    n = len(values)
-    return (values[n // 2] + values[(n - 1) // 2]) / 2
 
 
 class Throughput:
@@ -96,7 +91,7 @@ class Throughput:
             if abs(flops - measured_flops) <= 1e-3 * measured_flops:
                 return 1 / img_s, "measured"
             return flops / (img_s * measured_flops), "preset's TFLOP/s"
-        tflops = _median([img_s * f for img_s, f in self.train.values()])
+        tflops = statistics.median([img_s * f for img_s, f in self.train.values()])
         return flops / tflops, "median TFLOP/s"
 
     def seconds_per_image_eval(self, preset: str, forward_flops: float) -> tuple[float, str]:
@@ -107,9 +102,9 @@ class Throughput:
                 return s, "measured"
             return s * forward_flops / measured_flops, "preset's TFLOP/s"
         if self.sample:
-            flops_s = _median([f / s for s, f in self.sample.values()])
+            flops_s = statistics.median([f / s for s, f in self.sample.values()])
         else:  # no sampling benchmark: the training rate (forward ≈ a third of a step) is the best guess
-            flops_s = _median([img_s * f for img_s, f in self.train.values()])
+            flops_s = statistics.median([img_s * f for img_s, f in self.train.values()])
         return forward_flops / flops_s, "median TFLOP/s"
 
 
