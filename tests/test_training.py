@@ -133,3 +133,17 @@ def test_sigusr2_saves_and_exits_resumable(tmp_path):
     assert proc.returncode == 75, out
     newest = list_checkpoints(run_dir)[-1]
     assert int(newest.stem.split("-")[-1]) > 0
+
+
+def test_learning_rate_warmup_then_constant_or_cosine():
+    from dimr.config import TrainConfig
+    from dimr.training.optim import learning_rate
+
+    const = TrainConfig(lr=4e-3, warmup_kimg=1.0, total_kimg=11.0)
+    assert learning_rate(const, 500) == pytest.approx(2e-3)      # half-way up the warm-up
+    assert learning_rate(const, 11_000) == 4e-3                   # constant to the end
+    cos = TrainConfig(lr=4e-3, warmup_kimg=1.0, total_kimg=11.0, lr_decay="cosine")
+    assert learning_rate(cos, 500) == pytest.approx(2e-3)         # the same warm-up
+    assert learning_rate(cos, 1_000) == pytest.approx(4e-3)       # decay starts after it
+    assert learning_rate(cos, 6_000) == pytest.approx(2e-3)       # half-way: cos(π/2) -> lr/2
+    assert learning_rate(cos, 11_000) == pytest.approx(0.0, abs=1e-12)

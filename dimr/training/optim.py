@@ -1,4 +1,6 @@
-"""AdamW with the paper's parameter groups and the warm-up-then-constant learning rate."""
+"""AdamW with the paper's parameter groups, the warm-up-then-constant (or cosine) learning rate and the EMA."""
+
+import math
 
 import torch
 
@@ -19,10 +21,16 @@ def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.A
 
 
 def learning_rate(train: TrainConfig, cur_nimg: int) -> float:
-    """Linear warm-up over warmup_kimg, then constant (paper: 5K steps)."""
+    """Linear warm-up over warmup_kimg, then constant (paper: 5K steps) or, with `lr_decay: cosine`,
+    a half cosine from lr down to 0 at total_kimg (SGDR, Loshchilov & Hutter 2017, without restarts):
+    a run too short for its EMA to average out the lr's noise ends at a small step size instead."""
     warmup = train.warmup_kimg * 1000
     if warmup > 0 and cur_nimg < warmup:
         return train.lr * cur_nimg / warmup
+    if train.lr_decay == "cosine":
+        total = train.total_kimg * 1000
+        progress = min(max((cur_nimg - warmup) / max(total - warmup, 1.0), 0.0), 1.0)
+        return train.lr * 0.5 * (1 + math.cos(math.pi * progress))
     return train.lr
 
 
