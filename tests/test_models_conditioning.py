@@ -1,4 +1,4 @@
-"""Time conditioning: TD-LN/TD-RMSNorm semantics, adaLN-Zero identity at init, every mechanism, both nets."""
+"""Time conditioning: TD-LN/TD-RMSNorm semantics, adaLN-Zero identity at init, every mechanism, DiffiT."""
 
 import pytest
 import torch
@@ -8,6 +8,8 @@ from dimr.errors import ConfigError
 from dimr.models import CONDITIONINGS, build_model, resolve_model_config
 from dimr.models.blocks import ConvNeXtBlock, TransformerBlock
 from dimr.models.conditioning import get_mechanism
+from dimr.models.counting import param_breakdown
+from dimr.models.layers import unpatchify
 from dimr.models.td_layernorm import TDLayerNorm, TDRMSNorm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -144,3 +146,41 @@ def test_unknown_conditioning_lists_the_choices():
         resolve_model_config("tiny-dimr", {"conditioning": "film"})
     with pytest.raises(ConfigError, match="class_token"):  # TD-LN alone has no path for the label
         resolve_model_config("tiny-dimr", {"class_token": False})
+
+
+def test_diffit_blocks_have_tmsa_and_a_bias_table_and_no_adaln():
+    """Each block: W_t (3D×D) + b_t (3D) on q, k, v, a (2G−1)²×heads table, LN without affine, no adaLN."""
+    cfg = resolve_model_config("tiny-diffit", {"resolution": 16})
+    model = build_model(cfg)
+    D, heads, G = cfg["width"], cfg["heads"], 16 // cfg["patch_size"]
+    assert len(model.blocks) == cfg["depth"] and model.n_extra == 0  # no class or time token
+    for blk in model.blocks:
+        assert blk.time_qkv.proj.weight.shape == (3 * D, D) and blk.time_qkv.proj.bias.shape == (3 * D,)
+        assert blk.rel_bias.table.shape == ((2 * G - 1) ** 2, heads)
+        assert blk.modulation is None and blk.attn.qkv.bias is not None
+        for norm in (blk.norm1, blk.norm2):
+            assert norm.eps == 1e-6 and not list(norm.parameters())
+    embedders = (256 * D + D) + (D * D + D) + (cfg["num_classes"] + 1) * D  # time MLP + label table
+    assert param_breakdown(model)["conditioning"] == cfg["depth"] * (3 * D * D + 3 * D) + embedders
+    # the final layer: LN (no affine) → SiLU → Linear, no time input (official diffit.py FinalLayer)
+    head = model.head
+    assert head.modulation is None and not list(head.norm.parameters())
+    torch.nn.init.normal_(head.linear.weight)
+    h = torch.randn(2, G * G, D)
+    expected = F.linear(F.silu(F.layer_norm(h, (D,), eps=1e-6)), head.linear.weight, head.linear.bias)
+    torch.testing.assert_close(head(h, None, None), unpatchify(expected, head.patch, head.out_channels))
+
+
+def test_tiny_diffit_runs_and_trains_its_time_projection_and_position_bias():
+    torch.manual_seed(0)
+    model = build_model(resolve_model_config("tiny-diffit", {"resolution": 16}))
+    x, c, y = torch.randn(2, 1, 16, 16), torch.randn(2), torch.tensor([3, 10])  # 10: the null class
+    with torch.no_grad():
+        (out,) = model(x, c, y)
+    assert out.shape == (2, 1, 16, 16)
+    assert float(out.abs().max()) == 0  # the zero-initialised final linear (official diffit.py)
+    _adam_steps(model, steps=2)  # step 1 opens the final linear, so step 2's gradients reach every block
+    for blk in model.blocks:
+        for p in (blk.time_qkv.proj.weight, blk.time_qkv.proj.bias, blk.rel_bias.table):
+            assert p.grad is not None and float(p.grad.abs().max()) > 0
+    assert _c_sensitivity(model) > 1e-5

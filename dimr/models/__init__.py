@@ -1,4 +1,4 @@
-"""Networks of the harness: DiMR's multi-resolution network and single-branch transformers (U-ViT, DiT).
+"""Networks of the harness: DiMR's multi-resolution network and single-branch U-ViT, DiT and DiffiT.
 
 Models never import dimr.diffusion: they see (x, c_noise, y) and return per-branch predictions.
 """

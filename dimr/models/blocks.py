@@ -132,17 +132,22 @@ class ConvHead(nn.Module):
 class LinearHead(nn.Module):
     """Single-branch head: Norm → Linear(D → p²·C_out) → unpatchify (→ 3×3 conv, U-ViT's `conv=True`)."""
 
-    def __init__(self, dim, patch, out_channels, mech: Mechanism, cond_dim, final_conv):
+    def __init__(
+        self, dim, patch, out_channels, mech: Mechanism, cond_dim, final_conv, final_layer="mechanism"
+    ):
         super().__init__()
         self.patch, self.out_channels = patch, out_channels
-        self.norm = make_norm(mech.head_norm, dim)
-        self.modulation = Modulation(cond_dim, dim, mech.head_mods) if mech.head_mods else None
+        # DiffiT's FinalLayer: LN without affine → SiLU → Linear, no time input (official diffit.py).
+        diffit = final_layer == "diffit"
+        self.norm = make_norm("ln-noaffine" if diffit else mech.head_norm, dim)
+        self.act = nn.SiLU() if diffit else nn.Identity()
+        self.modulation = Modulation(cond_dim, dim, mech.head_mods) if mech.head_mods and not diffit else None
         self.linear = nn.Linear(dim, patch * patch * out_channels)
         self.conv = nn.Conv2d(out_channels, out_channels, 3, padding=1) if final_conv else None
 
     def forward(self, x, c, e):
         shift, scale = self.modulation(e) if self.modulation is not None else (None, None)
-        x = self.linear(modulate(self.norm(x, c), shift, scale))  # (N, L, p²·C)
+        x = self.linear(self.act(modulate(self.norm(x, c), shift, scale)))  # (N, L, p²·C)
         x = unpatchify(x, self.patch, self.out_channels)  # (N, C, H, W)
         return self.conv(x) if self.conv is not None else x
 

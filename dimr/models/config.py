@@ -13,6 +13,7 @@ MLP_TYPES = ("glu", "gelu")
 GELU_APPROXIMATIONS = ("none", "tanh")  # nn.GELU(approximate=...): exact erf | DiT's tanh formula
 INITS = ("trunc-normal", "dit")  # weight init schemes of initialize_weights (layers.init_linear)
 LABEL_EMBED_INITS = ("trunc-normal", "normal", "normal-1")  # layers.init_label_embed
+FINAL_LAYERS = ("mechanism", "diffit")  # blocks.LinearHead: the mechanism's head | DiffiT's FinalLayer
 
 
 @dataclass
@@ -91,6 +92,9 @@ class TransformerConfig:
     long_skips: bool = False  # U-ViT long skips
     pos_embed: str = "sincos"  # "learned" (U-ViT, covers the extra tokens too) | "sincos" (DiT, fixed buffer)
     final_conv: bool = False  # U-ViT's 3×3 conv after unpatchify
+    # "mechanism": the conditioning's head norm (adaLN modulates it) → Linear; "diffit": LN (no affine, eps
+    # 1e-6) → SiLU → Linear, unconditioned, the Linear zero-initialised (official diffit.py FinalLayer).
+    final_layer: str = "mechanism"
     qkv_bias: bool = True  # DiT (timm) True; U-ViT False
     learn_sigma: bool = True  # predict the variance too (2·C output channels; DiT)
     dropout: float = 0.0  # dropout on residual branches
@@ -108,6 +112,7 @@ class TransformerConfig:
         _choice("mlp", self.mlp, MLP_TYPES)
         _choice("conditioning", self.conditioning, tuple(CONDITIONINGS))
         _choice("pos_embed", self.pos_embed, ("learned", "sincos"))
+        _choice("final_layer", self.final_layer, FINAL_LAYERS)
         if self.patch_size <= 0 or self.resolution % self.patch_size:
             raise ConfigError(f"patch_size={self.patch_size} must be positive and divide {self.resolution}")
         if self.width <= 0 or self.depth <= 0 or self.heads <= 0 or self.width % self.heads:

@@ -39,20 +39,27 @@ def _tf(inp, patch, D, depth, heads, conditioning, style, **extra):
         heads=heads,
         conditioning=conditioning,
     )
-    row.update(_STYLE[style], learn_sigma=style == "dit")
+    row.update(_STYLE[style], learn_sigma=style in ("dit", "diffit"))  # DiT, DiffiT: 2·C outputs
     row.update(extra)
     return {"type": "transformer", **dataclasses.asdict(TransformerConfig(**row))}
 
 
-# The two single-branch families, as switches of one Transformer, with each official code's numerics:
+# The single-branch families, as switches of one Transformer, with each official code's numerics:
 # U-ViT's label table keeps nn.Embedding's N(0, 1) (libs/uvit.py); DiT's MLP uses the tanh GELU and
-# DiT's initialize_weights (xavier-uniform, label table N(0, 0.02²)) (models.py).
+# DiT's initialize_weights (xavier-uniform, label table N(0, 0.02²)) (models.py). Latent DiffiT (arXiv v1
+# §3.2.2, Fig. 4: like DiT, a ViT without up- or down-sampling, a linear final layer) in the official
+# diffit/diffit.py: DiT's embedders, fixed sin-cos positions, qkv bias, tanh GELU and
+# initialize_weights; TMSA (the `tmsa` mechanism) in every block with a relative position bias over the
+# whole token grid (window = input_size // patch_size); FinalLayer LN → SiLU → Linear, zero-initialised.
+# Not followed: the official bias table starts at trunc-normal(0.02), ours at zero (RelativePositionBias).
 # fmt: off
 _STYLE = {
-    "uvit": dict(class_token=True, long_skips=True, pos_embed="learned", final_conv=True, qkv_bias=False,
-                 label_embed_init="normal-1"),
-    "dit":  dict(class_token=False, long_skips=False, pos_embed="sincos", final_conv=False, qkv_bias=True,
-                 gelu_approximate="tanh", init="dit", label_embed_init="normal"),
+    "uvit":   dict(class_token=True, long_skips=True, pos_embed="learned", final_conv=True, qkv_bias=False,
+                   label_embed_init="normal-1"),
+    "dit":    dict(class_token=False, long_skips=False, pos_embed="sincos", final_conv=False, qkv_bias=True,
+                   gelu_approximate="tanh", init="dit", label_embed_init="normal"),
+    "diffit": dict(class_token=False, long_skips=False, pos_embed="sincos", final_conv=False, qkv_bias=True,
+                   gelu_approximate="tanh", init="dit", label_embed_init="normal", final_layer="diffit"),
 }
 # fmt: on
 
@@ -84,6 +91,10 @@ PRESETS: dict[str, dict] = {
     "uvit-m-4-adaln-zero": _tf(IN64,   4,    768,  16,   12,   "adaln-zero",  "uvit"),  # Table 1 row 2
     "uvit-h-2":            _tf(LAT256, 2,    1152, 28,   16,   "time-token",  "uvit", final_conv=False),
     "dit-xl-2":            _tf(LAT256, 2,    1152, 28,   16,   "adaln-zero",  "dit"),
+    # Latent DiffiT, ImageNet 256: D 1152, depth 28, 16 heads, patch 2, MLP ratio 4, learned variance
+    # (official diffit.py `Diffit`, "DiffiT-XL/2", which the released checkpoint loads into); its 561M are the
+    # abstract's 16.88% fewer than DiT-XL/2's 675M, where depth 30 (the DiffiT class default) gives 601M.
+    "diffit-xl-2":         _tf(LAT256, 2,    1152, 28,   16,   "tmsa",        "diffit"),
     # ---- tiny Fashion-MNIST presets: the roadmap rows of Table 1 (row 6 = tiny-dimr + multi-scale loss) ----
     "tiny-uvit":           _tf(FMNIST, 4,    64,   5,    4,    "time-token",  "uvit"),
     "tiny-uvit-adaln-zero": _tf(FMNIST, 4,   64,   5,    4,    "adaln-zero",  "uvit"),
@@ -93,5 +104,6 @@ PRESETS: dict[str, dict] = {
     # ---- further tiny ablation presets ----
     "tiny-dimr-2r":        _mrn(FMNIST, _TINY2R,  "glu",  "td-rmsnorm"),
     "tiny-dit":            _tf(FMNIST, 4,    64,   5,    4,    "adaln-zero",  "dit", learn_sigma=False),
+    "tiny-diffit":         _tf(FMNIST, 4,    64,   5,    4,    "tmsa",        "diffit", learn_sigma=False),
 }
 # fmt: on

@@ -1,8 +1,10 @@
-"""Single-branch diffusion transformer: U-ViT (Bao et al. 2023) and DiT (Peebles & Xie 2023) as switches.
+"""Single-branch diffusion transformer: U-ViT (Bao et al. 2023), DiT (Peebles & Xie 2023) and latent DiffiT
+(Hatamizadeh et al. 2023) as switches.
 
 U-ViT: tokens [label; time; patches] with learned positions, long skips, LN → Linear → unpatchify → 3×3
 conv. DiT: patches with fixed sin-cos positions, adaLN-Zero from e = MLP(sinusoid(t)) + Emb(y), no skips,
-modulated final layer, learned variance. Any conditioning mechanism of the registry plugs in.
+modulated final layer, learned variance. DiffiT: DiT's layout with TMSA in every block (q, k, v += W_t·e,
+relative position bias) and an unconditioned final layer. Any conditioning mechanism of the registry plugs in.
 """
 
 import torch
@@ -51,7 +53,7 @@ class Transformer(nn.Module):
         if cfg.long_skips:  # U-ViT: x = Linear(2D→D)(concat[x, skip]) before each out block
             self.skips = nn.ModuleList([nn.Linear(2 * D, D) for _ in range(n_blocks // 2)])
         out_ch = cfg.in_channels * (2 if cfg.learn_sigma else 1)
-        self.head = LinearHead(D, cfg.patch_size, out_ch, self.mech, D, cfg.final_conv)
+        self.head = LinearHead(D, cfg.patch_size, out_ch, self.mech, D, cfg.final_conv, cfg.final_layer)
         self.initialize_weights()
 
     def initialize_weights(self):
@@ -71,11 +73,12 @@ class Transformer(nn.Module):
                 for lin in self.cond_embed.mlp[::2]:
                     nn.init.normal_(lin.weight, std=0.02)
         if self.mech.zero_init:
-            # adaLN-Zero (DiT): zero every modulation, and the final linear layer.
+            # adaLN-Zero (DiT): zero every modulation (and, below, the final linear layer).
             for m in self.modules():
                 if isinstance(m, Modulation):
                     nn.init.zeros_(m.proj.weight)
                     nn.init.zeros_(m.proj.bias)
+        if self.mech.zero_init or self.cfg.final_layer == "diffit":  # DiT; DiffiT's _initialize_weights too
             nn.init.zeros_(self.head.linear.weight)
             nn.init.zeros_(self.head.linear.bias)
 
