@@ -102,7 +102,7 @@ class TrainConfig:
     weight_decay: float = 0.03        # not applied to TD-LN w and b
     betas: list[float] = field(default_factory=lambda: [0.99, 0.99])
     warmup_kimg: float = 5120.0       # 5K steps at batch 1024, then constant
-    lr_decay: typing.Literal["none", "cosine"] = "none"  # after warm-up: constant, or cosine to 0 at total_kimg
+    lr_decay: typing.Literal["none", "cosine"] = "none"  # after warm-up: constant, or cosine to 0 at the end
     ema_decay: float = 0.9999         # per optimiser step
     ema_warmup: bool = False          # decay min(ema_decay, (1+step)/(10+step)): short runs forget the init
     label_dropout: float = 0.1        # probability of replacing the label by the null class (CFG)

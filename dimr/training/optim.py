@@ -1,4 +1,4 @@
-"""AdamW with the paper's parameter groups, the warm-up-then-constant (or cosine) learning rate and the EMA."""
+"""AdamW with the paper's parameter groups, the learning-rate schedule and the EMA."""
 
 import math
 
