@@ -51,6 +51,9 @@ class Denoiser:
 
     def __init__(self, model, diffusion_cfg, guidance_cfg=None):
         cfg = as_diffusion_config(diffusion_cfg)
+        if cfg.process["type"] != "vp":
+            raise ConfigError(f"Denoiser samples process vp, got {cfg.process['type']!r}: a relay-blur "
+                              "network is sampled from stage-1 images (dimr.diffusion.relay.sample_stage2)")
         self.model = model
         self.schedule = build_schedule(cfg.schedule)
         self.prediction = get_prediction(cfg.prediction)

@@ -5,10 +5,12 @@ from dataclasses import dataclass, field
 import torch
 
 from dimr.config import dataclass_from_dict
+from dimr.diffusion.blurring import resolve_process_config
 from dimr.diffusion.losses import Loss, resolve_loss_config
 from dimr.diffusion.noise import build_noise, resolve_noise_config
 from dimr.diffusion.parametrization import PREDICTIONS, append_dims, get_prediction
 from dimr.diffusion.registry import check_choice, resolve_tagged
+from dimr.diffusion.relay import RelayObjective
 from dimr.diffusion.schedules import (
     C_NOISE,
     alpha_sigma,
@@ -16,6 +18,7 @@ from dimr.diffusion.schedules import (
     get_c_noise,
     resolve_schedule_config,
 )
+from dimr.errors import ConfigError
 
 # ----------------------------------------------------------------------------
 # Training-time λ distributions.
@@ -55,6 +58,7 @@ class DiffusionConfig:
     loss: dict | str = field(default_factory=lambda: {"type": "dimr-multiscale"})  # losses.LOSSES + weighting
     c_noise: str = "logsnr/4"          # what the network sees, from λ (schedules.C_NOISE)
     time_sampling: dict | str = field(default_factory=lambda: {"type": "uniform"})  # training λ law
+    process: dict | str = field(default_factory=lambda: {"type": "vp"})  # vp | relay-blur (blurring.py)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiffusionConfig":
@@ -68,10 +72,33 @@ class DiffusionConfig:
         self.loss = resolve_loss_config(self.loss)
         self.c_noise = check_choice(self.c_noise, C_NOISE, "c_noise")
         self.time_sampling = resolve_tagged("time_sampling", self.time_sampling, TIME_SAMPLING_DEFAULTS)
+        self.process = resolve_process_config(self.process)
+        if self.process["type"] == "relay-blur":
+            # The relay process fixes σ(u), the noise, the preconditioning and c_noise itself.
+            defaults = DiffusionConfig()
+            defaults.validate()
+            fixed = ("schedule", "noise", "prediction", "c_noise", "time_sampling")
+            unused = {k: getattr(defaults, k) for k in fixed if getattr(self, k) != getattr(defaults, k)}
+            if unused:
+                raise ConfigError(f"diffusion {list(unused)}: no effect with process relay-blur, which sets "
+                                  "its own noise levels, noise and EDM preconditioning; set them to their "
+                                  f"defaults {unused} (a recipe may set them) and use the process parameters")
+            if self.loss["weighting"]["type"] != "uniform":
+                raise ConfigError("diffusion.loss.weighting: process relay-blur uses EDM's weight; set "
+                                  f"uniform, got {self.loss['weighting']}")
 
 
 def as_diffusion_config(cfg) -> DiffusionConfig:
     return cfg if isinstance(cfg, DiffusionConfig) else DiffusionConfig.from_dict(cfg or {})
+
+
+def build_objective(cfg):
+    """The training objective of a diffusion section: `DiffusionObjective` (process vp) or
+    `RelayObjective` (process relay-blur, Relay Diffusion stage 2); both `.loss(model, x, y, generator)`."""
+    cfg = as_diffusion_config(cfg)
+    if cfg.process["type"] == "relay-blur":
+        return RelayObjective(cfg.process, cfg.loss)
+    return DiffusionObjective(cfg)
 
 
 class DiffusionObjective:
@@ -79,6 +106,9 @@ class DiffusionObjective:
 
     def __init__(self, cfg):
         self.cfg = as_diffusion_config(cfg)
+        if self.cfg.process["type"] != "vp":
+            raise ConfigError(f"DiffusionObjective trains process vp, got {self.cfg.process['type']!r}: "
+                              "use build_objective")
         self.schedule = build_schedule(self.cfg.schedule)
         self.noise = build_noise(self.cfg.noise)
         self.prediction = get_prediction(self.cfg.prediction)

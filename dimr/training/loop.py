@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from dimr.config import TrainConfig, dataclass_from_dict, train_subset
 from dimr.data import build_dataset
-from dimr.diffusion import DiffusionObjective
+from dimr.diffusion import build_objective
 from dimr.errors import EXIT_REQUEUE as EXIT_INTERRUPTED
 from dimr.errors import DimrError
 from dimr.io import atomic_write_text, stale_temp_files
@@ -99,7 +99,7 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     model = build_model(cfg["model"]).to(dev)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = build_optimizer(model, train)
-    objective = DiffusionObjective(cfg["diffusion"])
+    objective = build_objective(cfg["diffusion"])
 
     state = latest_checkpoint(run_dir, config_sha, train_cfg)
     step = 0
