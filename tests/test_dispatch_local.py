@@ -53,15 +53,28 @@ def test_local_success_is_recorded_and_a_rerun_submits_nothing(tmp_path):
     assert len(starts(tmp_path / "state")) == 1  # the command did not run again
 
 
-def test_finished_record_whose_expected_output_is_gone_runs_again(tmp_path):
-    # Snakemake deletes a rule's outputs before a forced rerun: the old record must not stand in.
+def test_finished_output_deleted_by_a_rerun_is_put_back_not_run_again(tmp_path):
+    # Snakemake deletes a rule's outputs before it reruns the rule (rerun-incomplete after a hard kill):
+    # the job COMPLETED, so its kept copy comes back and nothing runs twice.
     state = tmp_path / "state"
     cmd = launcher(tmp_path, counter(state, 2), "--expect", str(state / "counter.json"))
     assert run(cmd).returncode == 0
     (state / "counter.json").unlink()
     again = run(cmd)
     assert again.returncode == 0, again.stderr
-    assert "running it again" in again.stdout
+    assert "put back" in again.stdout and "nothing to do" in again.stdout
+    assert len(starts(state)) == 1 and count(state) == 2
+
+
+def test_finished_stage_whose_record_is_deleted_runs_again(tmp_path):
+    state = tmp_path / "state"
+    cmd = launcher(tmp_path, counter(state, 2), "--expect", str(state / "counter.json"))
+    assert run(cmd).returncode == 0
+    (state / "counter.json").unlink()
+    (tmp_path / "job.json").unlink()  # the documented way to run a finished stage again
+    again = run(cmd)
+    assert again.returncode == 0, again.stderr
+    assert "submitted job" in again.stdout
     assert len(starts(state)) == 2 and count(state) == 2
 
 

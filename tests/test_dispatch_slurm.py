@@ -144,5 +144,5 @@ def test_job_ended_from_outside_is_a_failure(slurm_cluster, tmp_path, how):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, f"{out}\n{err}"
     assert f"job {jid}" in err
-    assert ("state CANCELLED" in err) if how == "scancel" else ("lost without a result: state FAILED" in err)
+    assert f"job {jid} failed: state " + ("CANCELLED" if how == "scancel" else "FAILED") in err
     assert "log.err ----" in err  # the tail of the job's stderr follows

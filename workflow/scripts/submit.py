@@ -1,19 +1,30 @@
-"""Run one command as a submitit job (SLURM or local), wait for it, and never submit it twice.
+"""Run one command as a submitit job (SLURM or local), wait for it, and never run a stage twice.
 
 A Snakemake rule calls this on the submitting host:
 
-    python workflow/scripts/submit.py --executor slurm --folder RUN/submitit --job-record RUN/job.json \
+    python workflow/scripts/submit.py --executor slurm --folder RUN/submitit --job-record RUN/job-train.json \
         --name NAME --timeout-min 60 --gpus-per-node 1 [--partition P] [--account A] \
-        [--slurm-additional '{"qos": "high"}'] -- dimr train RUN
+        [--slurm-additional '{"qos": "high"}'] --expect RUN/network-final.pt -- dimr train RUN
 
-Exit status: 0 only when the command exited 0 (on every task); 1 when the job failed or was lost
-(cancelled, node failure, out of memory); 2 for a usage error; 128+N when this launcher got signal N
-(it cancels its job first). Preemption and time limits are not failures: the job is requeued under
-the same id and the command, run again, resumes (`dimr train` exits 75 after saving a checkpoint).
-It relies on submitit's documented local and SLURM executors.
+Whether the stage is done, running or to be submitted is decided by `stage_status` alone: from the
+scheduler (squeue, then sacct: PENDING with its reason, RUNNING, REQUEUED, PREEMPTED, COMPLETED...)
+and the stage's outputs, never from a file the job left behind (no result pickle is read). A job that
+COMPLETED keeps hard links of its outputs (`.job-<stage>.outputs/<job id>/`); when Snakemake deleted
+them (a rerun after a hard kill), they are put back and nothing is submitted. To run a finished stage
+again, delete its record. At most one job per stage lives: the decision and the submission happen under
+a lock on the record, SLURM jobs carry the stage in their comment and a live one found in the queue is
+never doubled, and a job's command runs only while it holds the stage's run lock.
+
+Exit status: 0 only when the job COMPLETED and left its outputs; 1 when it failed, was cancelled or
+can never be scheduled (the reason and a fix are printed); 2 for a usage error; 128+N when this
+launcher got signal N (it cancels its job first). Preemption, requeue and time limits are not
+failures: the job is requeued under the same id and the command, run again, resumes (`dimr train`
+exits 75 after saving a checkpoint). Only submitit's public API is used.
 """
 
 import argparse
+import fcntl
+import hashlib
 import json
 import os
 import re
@@ -24,23 +35,80 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cloudpickle
 import submitit
-from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE, LocalJob
 
 from dimr.errors import EXIT_REQUEUE
 from dimr.io import atomic_write_json
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
-                 "COMPLETING", "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "READY"}
+                 "COMPLETING", "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "READY", "RESV_DEL_HOLD"}
+# Pending reasons of a request the cluster can never satisfy as asked, and what to change.
+NEVER_RUNS = {
+    "PartitionConfig": "the partition cannot give what was asked (GPUs, CPUs or memory per node): compare "
+                       "`scontrol show partition` with the rule's gpus/cpus_per_task/mem_mb or pick another "
+                       "slurm_partition",
+    "PartitionTimeLimit": "the runtime exceeds the partition's MaxTime (`sinfo -o '%P %l'`): lower the "
+                          "rule's runtime (training requeues and resumes) or pick another slurm_partition",
+    "PartitionNodeLimit": "more nodes than the partition allows: lower the rule's nodes or pick another "
+                          "slurm_partition",
+    "BadConstraints": "no node has the requested features/GRES: lower gpus or drop the constraint",
+    "InvalidAccount": "set slurm_account to one of `sacctmgr show assoc user=$USER format=account`",
+    "InvalidQOS": "use a QOS of `sacctmgr show assoc user=$USER format=qos`",
+    "AccountNotAllowed": "this account may not use the partition: change slurm_account or slurm_partition",
+    "QOSMaxWallDurationPerJobLimit": "the runtime exceeds the QOS limit: lower the rule's runtime",
+    "AssocMaxWallDurationPerJobLimit": "the runtime exceeds your association's limit: lower the runtime",
+}
 SETUP_SH = Path(__file__).resolve().parents[2] / "tools" / "setup.sh"  # home of the Debian package list
+LAUNCHERS_ENV = "DIMR_LAUNCHERS"  # a folder where each launcher leaves its PID (workflow/rules/common.smk)
 
 # Run as a script, the job's callable lives in __main__ and cloudpickle ships it by value; imported
 # (tests, other scripts), this module is not importable inside the job, so ship it by value too.
 if __name__ != "__main__":
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The files of one stage, named after its job record RUN/job-<stage>.json."""
+
+    record: Path
+    outputs: tuple = ()  # what the job must leave (--expect)
+
+    @property
+    def decide_lock(self) -> Path:  # held by a launcher while it decides and submits
+        return self.record.with_name(self.record.stem + ".lock")
+
+    @property
+    def run_lock(self) -> Path:  # held by the job's rank 0 while its command runs
+        return self.record.with_name(self.record.stem + ".running")
+
+    def kept(self, job_id: str) -> Path:
+        """Hard links of the outputs of a COMPLETED job, and its exit status (outcome.json)."""
+        return self.record.with_name(f".{self.record.stem}.outputs") / str(job_id)
+
+    def kept_copy(self, job_id: str, output: Path) -> Path:
+        digest = hashlib.sha256(str(Path(output).resolve()).encode()).hexdigest()[:12]
+        return self.kept(job_id) / f"{digest}-{Path(output).name}"
+
+    @property
+    def comment(self) -> str:  # the SLURM job comment that names the stage (one live job per comment)
+        return "dimr-stage-" + hashlib.sha256(str(self.record.resolve()).encode()).hexdigest()[:16]
+
+
+def try_lock(path: Path):
+    """An open file holding an exclusive flock on `path`, or None if another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,30 +118,33 @@ if __name__ != "__main__":
 class ResumableCommand(submitit.helpers.Checkpointable):
     """Run `argv` as a child process; on SIGUSR2 let it checkpoint (exit 75) and requeue the job."""
 
-    def __init__(self, argv: list[str]):
-        self.argv = list(argv)
+    def __init__(self, argv: list[str], stage: Stage):
+        self.argv, self.stage = list(argv), stage
         self.outcome = None  # exit code of a child that ended while being checkpointed; see checkpoint()
 
     def __getstate__(self):
-        # The child process and its reaper do not travel with the requeued job.
-        return {"argv": self.argv, "outcome": self.outcome}
+        # The child process, its reaper and the run lock do not travel with the requeued job.
+        return {"argv": self.argv, "stage": self.stage, "outcome": self.outcome}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
 
     def __call__(self) -> int:
-        if self.outcome is not None:  # the child finished while the job was being requeued
-            return self._finish(self.outcome)
         env = submitit.JobEnvironment()
+        self._proc, self._rc, self._got_term, self._checkpointing = None, None, False, False
+        if env.global_rank == 0:
+            self._hold_run_lock(env)
+        if self.outcome is not None:  # the child finished while the job was being requeued
+            return self._finish(env, self.outcome)
         # MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK for torch.distributed's env:// init.
         # All of the node's GPUs stay visible: dimr picks cuda:LOCAL_RANK (the torchrun convention).
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        self._proc, self._rc, self._got_term, self._checkpointing = None, None, False, False
         bypass_term = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, lambda s, f: self._on_term(bypass_term, s, f))
+        preempt_sig = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
         if env.global_rank != 0:
             # submitit checkpoints on rank 0 only; the other ranks' children must hear USR2 as well.
-            signal.signal(signal.SIGUSR2, lambda s, f: self._forward(s))
+            signal.signal(preempt_sig, lambda s, f: self._forward(s))
         print(f"[submit.py] rank {env.global_rank}/{env.num_tasks} of job {env.job_id} runs: "
               f"{shlex.join(self.argv)}", flush=True)
         self._start()
@@ -83,17 +154,21 @@ class ResumableCommand(submitit.helpers.Checkpointable):
         finally:
             self._stop_child()
         rc = self._rc
-        if rc == EXIT_REQUEUE and not self._got_term:
+        if rc == EXIT_REQUEUE and self._got_term:
+            # SIGTERM: a cancel, `scontrol requeue`, or a preemption at a site without
+            # preempt_send_user_signal. The command saved its state; SLURM knows which it was and
+            # requeues the job or ends it, and the launcher asks SLURM. No traceback, no result.
+            print("[submit.py] the command saved and stopped on SIGTERM (exit 75); the scheduler requeues "
+                  "the job or ends it", flush=True)
+            sys.exit(EXIT_REQUEUE)
+        if rc == EXIT_REQUEUE:
             if env.global_rank != 0:
                 return self._await_requeue(env)
-            # The command stopped by itself to be resumed: requeue exactly as on a USR2.
+            # The command stopped by itself to be resumed: requeue exactly as on a preemption signal.
             print("[submit.py] the command exited 75 (resumable): requeueing", flush=True)
-            os.kill(os.getpid(), submitit.JobEnvironment._usr_sig())
+            os.kill(os.getpid(), preempt_sig)
             time.sleep(60)  # the handler requeues and exits; this is never reached
-        if rc == EXIT_REQUEUE:
-            raise RuntimeError(f"{shlex.join(self.argv)} saved and stopped on SIGTERM (exit 75): the job was "
-                               "cancelled, not preempted, so it is not requeued")
-        return self._finish(rc)
+        return self._finish(env, rc)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Forward SIGUSR2 to the child, wait until it has saved and exited, then requeue."""
@@ -111,6 +186,39 @@ class ResumableCommand(submitit.helpers.Checkpointable):
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _hold_run_lock(self, env):
+        """Run only while no other job of this stage runs (a requeued predecessor may take a moment)."""
+        deadline = time.monotonic() + 60
+        while (lock := try_lock(self.stage.run_lock)) is None:
+            if time.monotonic() > deadline:
+                print(f"[submit.py] another job of this stage holds {self.stage.run_lock}: not running a "
+                      "second one", file=sys.stderr, flush=True)
+                sys.exit(1)
+            time.sleep(1)
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock  # held until this process exits
+        (self.stage.kept(env.job_id) / "outcome.json").unlink(missing_ok=True)  # a recycled local id
+
+    def _finish(self, env, rc: int) -> int:
+        """Keep hard links of the outputs (a COMPLETED stage is never run twice), record rc, exit rc."""
+        if env.global_rank == 0:
+            kept = self.stage.kept(env.job_id)
+            kept.mkdir(parents=True, exist_ok=True)
+            for out in self.stage.outputs if rc == 0 else ():
+                copy = self.stage.kept_copy(env.job_id, out)
+                if Path(out).exists() and not copy.exists():
+                    try:
+                        os.link(out, copy)
+                    except OSError:  # another file system: a copy
+                        shutil.copy2(out, copy)
+            atomic_write_json(kept / "outcome.json", {"job_id": env.job_id, "rc": rc})
+        if rc != 0:
+            print(f"[submit.py] {shlex.join(self.argv)} exited {rc}", file=sys.stderr, flush=True)
+            sys.exit(rc)  # no traceback after the command's own error; the scheduler records rc
+        return rc
+
     def _start(self):
         self._proc = subprocess.Popen(self.argv, preexec_fn=_die_with_parent)  # stdout/stderr: the job's logs
         threading.Thread(target=self._reap, daemon=True).start()
@@ -126,7 +234,7 @@ class ResumableCommand(submitit.helpers.Checkpointable):
                 pass
 
     def _on_term(self, previous, signum, frame):
-        self._got_term = True  # a cancel (or a requeue's kill), not a preemption: exit 75 is not resumable
+        self._got_term = True  # a cancel, a requeue or a preemption without USR2: SLURM decides which
         self._forward(signum)
         if callable(previous):
             previous(signum, frame)
@@ -143,14 +251,9 @@ class ResumableCommand(submitit.helpers.Checkpointable):
 
     def _await_requeue(self, env) -> int:
         if env.cluster == "local":
-            sys.exit(LOCAL_REQUEUE_RETURN_CODE)  # the controller restarts all tasks
+            sys.exit(144)  # submitit's local controller restarts all tasks on this exit status
         time.sleep(120)  # rank 0 requeues the job, which kills this task
         raise RuntimeError("the command exited 75 (resumable) but rank 0 did not requeue the job in 120 s")
-
-    def _finish(self, rc: int) -> int:
-        if rc != 0:
-            raise subprocess.CalledProcessError(rc, self.argv)
-        return rc
 
 
 def _die_with_parent():
@@ -164,34 +267,95 @@ def _die_with_parent():
 
 
 # ---------------------------------------------------------------------------------------------
-# On the submitting host
+# On the submitting host: what the scheduler says
 # ---------------------------------------------------------------------------------------------
 
-class _PidProcess:
-    """A Popen look-alike for the local controller of an earlier launcher (to re-attach to it)."""
+@dataclass
+class Status:
+    """A job as the scheduler sees it. UNKNOWN: the scheduler could not be asked (never "done")."""
 
-    def __init__(self, pid: int, folder: str):
-        self.pid, self.folder = pid, folder
+    state: str
+    reason: str = ""
+    exit_code: str = ""
 
-    def poll(self):
-        """None while the controller of `folder` runs (a recycled PID does not count), else 0."""
-        try:
-            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmd = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError):
-            return 0
-        mine = b"submitit.local._local" in cmd and self.folder.encode() in cmd
-        return None if mine and state not in "ZX" else 0
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
 
-    def send_signal(self, signum):
-        try:
-            os.kill(self.pid, signum)
-        except ProcessLookupError:
-            pass
 
+def _run(*cmd) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:  # no SLURM here, or a controller that hangs
+        return subprocess.CompletedProcess(cmd, 127, "", str(e))
+
+
+def slurm_status(job_id: str) -> Status:
+    """squeue first (the controller is current; it keeps ended jobs for MinJobAge), then sacct.
+
+    Not submitit's watcher: it caches a job as finished at its first unfamiliar state (SUSPENDED,
+    REQUEUE_HOLD) and reports a job that sacct does not know as UNKNOWN forever.
+    """
+    q = _run("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T|%r")
+    queued = q.stdout.strip().splitlines() if q.returncode == 0 else []
+    if queued:
+        state, _, reason = queued[0].partition("|")
+        if state.upper() in ACTIVE_STATES:
+            return Status(state.upper(), "" if reason in ("None", "(null)") else reason)
+    a = _run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State,ExitCode,Reason")
+    lines = a.stdout.strip().splitlines() if a.returncode == 0 else []
+    if lines:
+        state, exit_code, reason = (lines[-1].split("|") + ["", ""])[:3]
+        state = state.split()[0].upper()  # "CANCELLED by 0"
+        if not queued or queued[0].split("|")[0].upper() == state:
+            return Status(state, reason if reason != "None" else "", exit_code)
+    if queued:  # sacct lags the controller
+        return Status(queued[0].split("|")[0].upper())
+    if q.returncode == 0 or "Invalid job id" in q.stderr:
+        return Status("GONE")  # neither knows the job: never submitted here, or long purged
+    return Status("UNKNOWN", (q.stderr or a.stderr).strip())
+
+
+def local_status(stage: Stage, job_id: str, job=None) -> Status:
+    """A local job: RUNNING while its controller (own job) or its command (the run lock) lives."""
+    if job is not None and not job.done():
+        return Status("RUNNING")
+    for _ in range(3):  # a local requeue restarts the task: the run lock is free for a moment
+        lock = try_lock(stage.run_lock)
+        if lock is None:
+            return Status("RUNNING")
+        lock.close()
+        outcome = stage.kept(job_id) / "outcome.json"
+        if outcome.exists():
+            rc = json.loads(outcome.read_text()).get("rc")
+            return Status("COMPLETED" if rc == 0 else "FAILED", exit_code=str(rc))
+        time.sleep(1.0)
+    return Status("GONE")
+
+
+def stage_status(args, stage: Stage, job_id: str, job=None) -> Status:
+    """The one answer to "is this stage's job pending, running or over, and how did it end"."""
+    if args.executor == "slurm":
+        return slurm_status(job_id)
+    return local_status(stage, job_id, job)
+
+
+def live_stage_jobs(stage: Stage) -> list[str]:
+    """Ids of queued or running SLURM jobs of this stage (by their comment), whoever submitted them."""
+    out = _run("squeue", "-h", "-o", "%i|%k")
+    return [line.split("|")[0] for line in out.stdout.splitlines() if line.split("|", 1)[-1] == stage.comment]
+
+
+# ---------------------------------------------------------------------------------------------
+# On the submitting host: decide, submit, wait, report
+# ---------------------------------------------------------------------------------------------
 
 class Interrupted(Exception):
     """This launcher got SIGINT or SIGTERM."""
+
+
+class Fail(Exception):
+    """The job cannot succeed; the message says why and what to change."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -211,10 +375,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--account", default=None, help="SLURM account (ignored by --executor local)")
     p.add_argument("--slurm-additional", type=json.loads, default=None,
                    help='JSON object of extra sbatch options, e.g. \'{"qos": "high"}\'')
+    p.add_argument("--max-timeouts", type=int, default=None,
+                   help="requeues on reaching the time limit before the job fails (default: no limit)")
+    p.add_argument("--signal-delay-s", type=int, default=90,
+                   help="seconds before the time limit at which SLURM sends USR2 (save and requeue)")
+    p.add_argument("--pending-report-s", type=float, default=300.0,
+                   help="report why the job still pends after this many seconds (a request SLURM "
+                        "can never satisfy fails at once)")
     p.add_argument("--expect", action="extend", nargs="+", type=Path, default=[], metavar="PATH",
-                   help="output the job must leave; a finished record whose outputs are gone (Snakemake "
-                        "deletes them before a forced rerun) is run again")
-    p.add_argument("--poll-s", type=float, default=15.0, help="seconds between forced state checks (sacct)")
+                   help="output the job must leave; kept (hard links) when it completes, so that a "
+                        "rerun whose outputs Snakemake deleted puts them back instead of running again")
+    p.add_argument("--poll-s", type=float, default=15.0, help="seconds between state checks (squeue)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     args = p.parse_args(argv)
     if args.command[:1] == ["--"]:
@@ -235,17 +406,19 @@ def setup_hint() -> str:
     return "run tools/setup.sh" + (f" (it installs: {m.group(1)})" if m else "")
 
 
-def make_executor(args) -> submitit.AutoExecutor:
-    if args.executor == "slurm" and not all(shutil.which(p) for p in ("sbatch", "sacct", "squeue")):
-        sys.exit("submit.py: --executor slurm needs sbatch and sacct on PATH, and SLURM_CONF pointing at the "
-                 "cluster (workflow/slurm/cluster.sh up DIR prints it); to install SLURM, " + setup_hint())
-    ex = submitit.AutoExecutor(folder=args.folder, cluster=args.executor)
+def make_executor(args, stage: Stage) -> submitit.AutoExecutor:
+    # submitit's default gives up after 3 time limits; training longer than 4 limits is normal.
+    cap = 10**9 if args.max_timeouts is None else args.max_timeouts
+    ex = submitit.AutoExecutor(folder=args.folder, cluster=args.executor, slurm_max_num_timeout=cap,
+                               local_max_num_timeout=cap)
     params = dict(name=args.name, timeout_min=args.timeout_min, nodes=args.nodes,
                   tasks_per_node=max(1, args.gpus_per_node), cpus_per_task=args.cpus_per_task)
     if args.gpus_per_node:
         params["gpus_per_node"] = args.gpus_per_node
     if args.mem_gb:
         params["mem_gb"] = args.mem_gb
+    if args.executor == "slurm":
+        params.update(slurm_signal_delay_s=args.signal_delay_s, slurm_comment=stage.comment)
     if args.partition:
         params["slurm_partition"] = args.partition
     if args.account:
@@ -254,53 +427,6 @@ def make_executor(args) -> submitit.AutoExecutor:
         params["slurm_additional_parameters"] = args.slurm_additional
     ex.update_parameters(**params)
     return ex
-
-
-def job_from_record(rec: dict):
-    """The submitit Job of a record (without submitting anything)."""
-    tasks = list(range(rec["tasks"]))
-    if rec["executor"] == "slurm":
-        return submitit.SlurmJob(rec["folder"], rec["job_id"], tasks=tasks)
-    return LocalJob(rec["folder"], rec["job_id"], tasks=tasks,
-                    process=_PidProcess(int(rec["job_id"]), str(rec["folder"])))
-
-
-def slurm_state(job_id: str) -> str:
-    """The job's state from sacct, else squeue (sacct lags, or lost it); GONE if neither knows the job.
-
-    Not submitit's watcher: it caches a job as finished at its first unfamiliar state (SUSPENDED,
-    REQUEUE_HOLD) and reports a job that sacct does not know as UNKNOWN forever. UNKNOWN here means
-    the scheduler could not be asked, never that the job is done.
-    """
-    out = _run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State")
-    lines = out.stdout.strip().splitlines()
-    state = lines[-1].split()[0].upper() if out.returncode == 0 and lines else "UNKNOWN"  # "CANCELLED by 0"
-    if state not in ("UNKNOWN", "PREEMPTED"):
-        return state
-    # sacct may not know a new job yet, and PREEMPTED lasts until a requeued job runs again (or for
-    # good where preemption cancels): the controller knows better.
-    out = _run("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T")
-    if out.returncode == 0 and out.stdout.strip():
-        return out.stdout.split()[0].upper()
-    if state == "PREEMPTED":
-        return state
-    return "GONE" if out.returncode == 0 or "Invalid job id" in out.stderr else "UNKNOWN"
-
-
-def _run(*cmd) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as e:  # no SLURM here, or a controller that hangs
-        return subprocess.CompletedProcess(cmd, 127, "", str(e))
-
-
-def has_results(job) -> bool:
-    return all(job.task(k).paths.result_pickle.exists() for k in range(job.num_tasks))
-
-
-def succeeded(job) -> bool:
-    """Whether every task left a result and none of them is an error."""
-    return has_results(job) and all(job.task(k).exception() is None for k in range(job.num_tasks))
 
 
 def read_record(path: Path) -> dict:
@@ -314,84 +440,132 @@ def read_record(path: Path) -> dict:
     return rec
 
 
-def reattach(args, rec: dict):
-    """(job, "attach" | "done") for a record worth keeping, or (None, reason) to submit anew."""
-    same = (rec.get("executor") == args.executor and Path(rec.get("folder", "")) == args.folder.resolve()
+def restore_outputs(stage: Stage, job_id: str, missing: list[Path]) -> bool:
+    """Put back the outputs of a COMPLETED job from its hard links; False if any is not kept."""
+    copies = [stage.kept_copy(job_id, out) for out in missing]
+    if not all(c.exists() for c in copies):
+        return False
+    for out, copy in zip(missing, copies):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(copy, out)
+        except OSError:
+            shutil.copy2(copy, out)
+    return True
+
+
+def decide(args, stage: Stage):
+    """(job id to wait on, or None to submit; or an exit status when there is nothing to run)."""
+    if not args.job_record.exists():
+        return None
+    rec = read_record(args.job_record)
+    jid = rec["job_id"]
+    same = (rec["executor"] == args.executor and Path(rec["folder"]) == args.folder.resolve()
             and rec.get("command") == args.command)
-    job = job_from_record(rec)
-    if rec["executor"] == "slurm":
-        state = slurm_state(job.job_id)
-        if state == "UNKNOWN":  # rather stop than risk running the same job twice
-            sys.exit(f"submit.py: cannot ask SLURM about job {job.job_id} (recorded in {args.job_record}); "
-                     "is SLURM_CONF set and the controller up? Delete the record if that job is gone.")
-        active = state in ACTIVE_STATES and not has_results(job)
+    status = stage_status(args, stage, jid) if rec["executor"] == args.executor else Status("GONE")
+    if status.state == "UNKNOWN":  # rather stop than risk running the same job twice
+        sys.exit(f"submit.py: cannot ask SLURM about job {jid} (recorded in {args.job_record}): "
+                 f"{status.reason}; is SLURM_CONF set and the controller up?")
+    if status.active and not same:
+        sys.exit(f"submit.py: job {jid} recorded in {args.job_record} runs another command "
+                 f"({shlex.join(rec.get('command', []))}) and is {status.state}; cancel it "
+                 f"(scancel {jid}) or wait for it, then rerun")
+    if status.active:
+        print(f"submit.py: job {jid}: re-attaching ({status.state})", flush=True)
+        return jid
+    if status.state == "COMPLETED" and same:
+        missing = [p for p in args.expect if not p.exists()]
+        if not missing:
+            print(f"submit.py: job {jid} already finished successfully; nothing to do", flush=True)
+            return 0
+        if restore_outputs(stage, jid, missing):
+            print(f"submit.py: job {jid} already finished; put back {[str(p) for p in missing]} from its "
+                  f"kept copies (deleted by a rerun); nothing to do", flush=True)
+            return 0
+        print(f"submit.py: job {jid} finished but {[str(p) for p in missing]} are gone; running it again",
+              flush=True)
+        return None
+    print(f"submit.py: job {jid}: {status.state}; submitting again", flush=True)
+    return None
+
+
+def submit(args, stage: Stage):
+    if args.executor == "slurm":
+        if not all(shutil.which(p) for p in ("sbatch", "sacct", "squeue")):
+            sys.exit("submit.py: --executor slurm needs sbatch and sacct on PATH, and SLURM_CONF pointing at "
+                     "the cluster (workflow/slurm/cluster.sh up DIR prints it); to install SLURM, "
+                     + setup_hint())
+        live = live_stage_jobs(stage)
+        if live:
+            sys.exit(f"submit.py: job {', '.join(live)} of this stage ({args.job_record}) is already in the "
+                     f"queue but not in its record; wait for it or cancel it (scancel {' '.join(live)})")
     else:
-        active = job.state == "RUNNING"  # the controller of an earlier launcher still runs
-    if active and not same:
-        sys.exit(f"submit.py: job {rec['job_id']} recorded in {args.job_record} runs another command "
-                 f"({shlex.join(rec.get('command', []))}) and is still active; cancel it "
-                 f"(scancel {rec['job_id']}) or wait for it, then rerun")
-    if active:
-        return job, "attach"
-    if same and succeeded(job):
-        return job, "done"
-    return None, "the recorded job is no longer active"
-
-
-def submit(args):
-    ex = make_executor(args)
-    job = ex.submit(ResumableCommand(args.command))
+        lock = try_lock(stage.run_lock)
+        if lock is None:
+            sys.exit(f"submit.py: a job of this stage is running ({stage.run_lock} is locked) but is not in "
+                     f"{args.job_record}; wait for it or stop it, then rerun")
+        lock.close()
+    shutil.rmtree(stage.kept("x").parent, ignore_errors=True)  # the kept outputs of earlier jobs
+    try:
+        job = make_executor(args, stage).submit(ResumableCommand(args.command, stage))
+    except RuntimeError as e:  # submitit's FailedJobError: sbatch refused the request
+        raise Fail(f"sbatch refused the job: {str(e).strip()}") from None
     # Persist the id at once, so a rerun re-attaches instead of submitting twice.
     atomic_write_json(args.job_record, {
         "executor": args.executor, "job_id": str(job.job_id), "folder": str(args.folder.resolve()),
         "tasks": job.num_tasks, "name": args.name, "command": args.command,
         "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
+    print(f"submit.py: submitted job {job.job_id} ({args.executor}); logs in {args.folder}", flush=True)
     return job
 
 
-def wait(job, args, stop: dict) -> None:
-    """Poll until the job is over: its result files every second, the scheduler every poll_s seconds."""
-    last_asked = time.monotonic()
+def wait(args, stage: Stage, jid: str, job, stop: dict) -> Status:
+    """Poll until the job is over (seen ended twice in a row: states can flicker during a requeue)."""
+    pending_since, reported, ended = time.monotonic(), None, None
     while True:
         if stop["signum"]:
             raise Interrupted
-        if has_results(job):
-            return
-        if time.monotonic() - last_asked >= args.poll_s:
-            last_asked = time.monotonic()
-            if args.executor == "local":
-                if job.done(force_check=True):
-                    return
-            elif slurm_state(job.job_id) not in ACTIVE_STATES | {"UNKNOWN"}:
-                return
-        time.sleep(1.0)
+        status = stage_status(args, stage, jid, job)
+        if status.state == "PENDING":
+            waited = time.monotonic() - pending_since
+            if status.reason in NEVER_RUNS and reported == status.reason:
+                raise Fail(f"job {jid} can never start as asked: SLURM says {status.reason}: "
+                           f"{NEVER_RUNS[status.reason]}")
+            if status.reason in NEVER_RUNS or (waited >= args.pending_report_s and status.reason != reported):
+                print(f"submit.py: job {jid} pending for {waited:.0f} s: {status.reason}", file=sys.stderr,
+                      flush=True)
+                reported = status.reason
+        else:
+            pending_since = time.monotonic()
+        if status.active or status.state == "UNKNOWN":
+            ended = None
+        elif ended is not None and ended.state == status.state:
+            return status
+        else:
+            ended = status
+            time.sleep(min(2.0, args.poll_s))
+            continue
+        time.sleep(args.poll_s)
 
 
-def report(job, args) -> int:
-    """0 if every task succeeded; otherwise print why (state, error, stderr tail) and return 1."""
-    state = slurm_state(job.job_id) if args.executor == "slurm" else job.state
-    for k in range(job.num_tasks):
-        task = job.task(k)
-        for _ in range(10):  # a finished job's result file may lag its state a little (NFS)
-            if task.paths.result_pickle.exists():
-                break
+def report(args, jid: str, job, status: Status) -> int:
+    """0 if the job COMPLETED and left its outputs; otherwise say why (state, exit code, log tail)."""
+    if status.state == "COMPLETED":
+        deadline = time.monotonic() + 10  # outputs may lag the state a little (NFS)
+        while (missing := [str(p) for p in args.expect if not p.exists()]) and time.monotonic() < deadline:
             time.sleep(0.5)
-        if not task.paths.result_pickle.exists():
-            print(f"submit.py: job {job.job_id} (task {k}) was lost without a result: state {state}",
-                  file=sys.stderr)
-            print_tail(task.paths.stderr)
-            return 1
-        err = task.exception()
-        if err is not None:
-            last = str(err).strip().splitlines()
-            why = next((ln for ln in reversed(last) if "Error" in ln), last[-1] if last else "")
-            print(f"submit.py: job {job.job_id} (task {k}) failed: state {state}: {why.strip()}",
-                  file=sys.stderr)
-            print_tail(task.paths.stderr)
-            return 1
-    print(f"submit.py: job {job.job_id} finished: {shlex.join(args.command)}", flush=True)
-    return 0
+        if not missing:
+            print(f"submit.py: job {jid} finished: {shlex.join(args.command)}", flush=True)
+            return 0
+        print(f"submit.py: job {jid} completed but left no {missing}", file=sys.stderr)
+    else:
+        code = f", exit status {status.exit_code.split(':')[0]}" if status.exit_code else ""
+        reason = f", reason {status.reason}" if status.reason else ""
+        print(f"submit.py: job {jid} failed: state {status.state}{code}{reason}", file=sys.stderr)
+    for k in range(job.num_tasks):
+        print_tail(job.task(k).paths.stderr)
+    return 1
 
 
 def print_tail(path: Path, lines: int = 30):
@@ -402,24 +576,48 @@ def print_tail(path: Path, lines: int = 30):
         print(f"(no log at {path})", file=sys.stderr)
 
 
-def cancel(job, args):
+def cancel(args, stage: Stage, jid: str, job):
     """Cancel the job and wait (up to 30 s) until the scheduler has let go of it."""
-    print(f"submit.py: interrupted; cancelling job {job.job_id}", file=sys.stderr, flush=True)
-    job.cancel(check=False)
+    print(f"submit.py: interrupted; cancelling job {jid}", file=sys.stderr, flush=True)
+    if args.executor == "slurm" or job is not None:
+        job.cancel(check=False)
+    else:  # a local job of an earlier launcher: its command's PID is in the run lock it holds
+        pid = stage.run_lock.read_text().strip() if stage.run_lock.exists() else ""
+        if pid.isdigit() and local_status(stage, jid).state == "RUNNING":
+            os.kill(int(pid), signal.SIGTERM)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if args.executor == "slurm":  # squeue, not sacct: a CANCELLED job may still be COMPLETING
-            out = _run("squeue", "-h", "-j", job.job_id, "-o", "%T")
+            out = _run("squeue", "-h", "-j", jid, "-o", "%T")
             if not out.stdout.strip() and (out.returncode == 0 or "Invalid job id" in out.stderr):
                 return
-        elif job.done():
+        elif local_status(stage, jid, job).state != "RUNNING":
             return
         time.sleep(0.5)
-    print(f"submit.py: job {job.job_id} is still in the queue 30 s after scancel", file=sys.stderr)
+    print(f"submit.py: job {jid} is still in the queue 30 s after scancel", file=sys.stderr)
+
+
+def job_handle(args, jid: str, tasks: int):
+    """submitit's handle of a recorded job (logs, cancel); a local job of an earlier launcher has none."""
+    if args.executor == "slurm":
+        return submitit.SlurmJob(args.folder, jid, tasks=list(range(tasks)))
+    return None
+
+
+def register(stop: dict):
+    """Leave this launcher's PID where the workflow's signal handler finds it (kill -TERM snakemake)."""
+    folder = os.environ.get(LAUNCHERS_ENV)
+    if not folder:
+        return None
+    path = Path(folder) / str(os.getpid())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(os.getpgrp()))
+    return path
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    stage = Stage(args.job_record, tuple(args.expect))
     stop = {"signum": 0, "cancelling": False}
 
     def on_signal(signum, frame):
@@ -429,34 +627,49 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-
-    job = None
-    if args.job_record.exists():
-        rec = read_record(args.job_record)
-        job, verdict = reattach(args, rec)
-        missing = [str(p) for p in args.expect if not p.exists()]
-        if verdict == "done" and missing:
-            print(f"submit.py: job {job.job_id} finished but {missing} are gone; running it again",
-                  flush=True)
-            job = None
-        elif verdict == "done":
-            print(f"submit.py: job {job.job_id} already finished successfully; nothing to do", flush=True)
-            return 0
-        print(f"submit.py: job {rec['job_id']}: " +
-              ("re-attaching" if job is not None else f"{verdict}; submitting again"), flush=True)
-    if job is None:
-        job = submit(args)
-        print(f"submit.py: submitted job {job.job_id} ({args.executor}); logs in {args.folder}", flush=True)
+    registered = register(stop)
     try:
-        wait(job, args, stop)
-    except Interrupted:
+        return _main(args, stage, stop)
+    except Fail as e:
+        print(f"submit.py: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if registered is not None:
+            registered.unlink(missing_ok=True)
+
+
+def _main(args, stage: Stage, stop: dict) -> int:
+    decide_lock = None
+    while (decide_lock := try_lock(stage.decide_lock)) is None:  # another launcher is deciding
+        if stop["signum"]:
+            return 128 + stop["signum"]
+        time.sleep(0.2)
+    job = None
+    try:
+        jid = decide(args, stage)
+        if isinstance(jid, int):
+            return jid
+        if jid is None:
+            job = submit(args, stage)
+            jid = str(job.job_id)
+        else:
+            job = job_handle(args, jid, read_record(args.job_record)["tasks"])
+    finally:
+        decide_lock.close()
+    try:
+        status = wait(args, stage, jid, job, stop)
+    except (Interrupted, Fail) as e:
         stop["cancelling"] = True
         try:
-            cancel(job, args)
+            cancel(args, stage, jid, job)
         except KeyboardInterrupt:
             pass
+        if isinstance(e, Fail):
+            raise
         return 128 + stop["signum"]
-    return report(job, args)
+    if job is None:  # a local job of an earlier launcher: its logs
+        job = submitit.LocalJob(args.folder, jid, tasks=list(range(read_record(args.job_record)["tasks"])))
+    return report(args, jid, job, status)
 
 
 if __name__ == "__main__":

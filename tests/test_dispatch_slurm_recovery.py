@@ -1,0 +1,95 @@
+"""What a cluster does behind the launcher's back: `scontrol requeue`, a hard-killed launcher whose job
+finishes unattended, time limits past submitit's default cap, a request that can never run. Each
+ends with one job id per stage in accounting and the command's work done once."""
+
+import json
+import signal
+import time
+
+import pytest
+from test_dispatch_local import count, counter, run, starts
+from test_dispatch_slurm import job_id, slurm_launcher, start, wait_until
+
+pytestmark = pytest.mark.slurm
+
+
+def sacct_state(cluster, jid: str) -> str:
+    out = cluster.run("sacct", "-n", "-X", "-P", "-j", jid, "-o", "State").stdout.split()
+    return out[0] if out else ""
+
+
+def test_scontrol_requeue_is_waited_through_and_a_rerun_meanwhile_reattaches(slurm_cluster, tmp_path):
+    # scontrol requeue sends SIGTERM (no USR2): the command saves and exits 75, SLURM restarts the job.
+    state, steps = tmp_path / "state", 30
+    cmd = slurm_launcher(tmp_path, counter(state, steps, 0.2))
+    first = start(cmd)
+    wait_until(lambda: count(state) >= 3, 60, "3 steps", first)
+    jid = job_id(tmp_path)
+    slurm_cluster.run("scontrol", "requeue", jid, check=True)
+    wait_until(lambda: slurm_cluster.run("squeue", "-h", "-j", jid, "-o", "%T").stdout.strip() != "RUNNING",
+               30, "the requeue", first)
+    requeued_at = count(state)
+    second = run(cmd, timeout=120)  # a rerun while the job waits to run again
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, f"{out}\n{err}"
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"job {jid}: re-attaching" in second.stdout
+    assert slurm_cluster.sacct_ids(f"t-{tmp_path.name}") == [jid]
+    runs = starts(state)
+    assert len(runs) == 2 and runs[1]["resumed_from"] >= requeued_at > 0  # continued, not restarted
+    assert count(state) == steps
+
+
+def test_job_finished_after_a_hard_kill_is_not_submitted_again(slurm_cluster, tmp_path):
+    state = tmp_path / "state"
+    output = state / "counter.json"
+    cmd = slurm_launcher(tmp_path, counter(state, 15, 0.2), "--expect", str(output))
+    first = start(cmd)
+    wait_until(lambda: count(state) >= 2, 60, "the job to run", first)
+    first.send_signal(signal.SIGKILL)  # no chance to cancel: the job runs on unattended
+    first.communicate(timeout=10)
+    jid = job_id(tmp_path)
+    wait_until(lambda: sacct_state(slurm_cluster, jid) == "COMPLETED", 60, "the job to finish unattended")
+    output.unlink()  # what Snakemake's rerun-incomplete does to the outputs of an interrupted job
+    again = run(cmd)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"job {jid} already finished; put back" in again.stdout
+    assert json.loads(output.read_text())["count"] == 15
+    assert slurm_cluster.sacct_ids(f"t-{tmp_path.name}") == [jid] and len(starts(state)) == 1
+
+
+def test_time_limits_requeue_without_a_cap(slurm_cluster, tmp_path):
+    # A 1-minute limit with USR2 50 s before it: every ~10-30 s a time-out, past submitit's default of 3.
+    state, requeues = tmp_path / "state", 4
+    t0 = time.monotonic()
+    proc = start(slurm_launcher(tmp_path, counter(state, 10_000, 0.2), "--timeout-min", "1",
+                                "--signal-delay-s", "50"))
+    wait_until(lambda: len(starts(state)) > requeues if (state / "starts.jsonl").exists() else False,
+               600, f"{requeues} requeues", proc)
+    jid = job_id(tmp_path)
+    slurm_cluster.run("scancel", jid, check=True)
+    proc.communicate(timeout=60)
+    runs = starts(state)
+    assert {r["SLURM_JOB_ID"] for r in runs} == {jid}
+    assert [r["resumed_from"] > 0 for r in runs] == [False] + [True] * (len(runs) - 1)
+    log = (tmp_path / "submitit" / f"{jid}_0_log.out").read_text()
+    assert log.count("Requeued job") >= requeues and "timed-out too many times" not in log
+    print(f"\n{len(runs) - 1} time-limit requeues in {time.monotonic() - t0:.0f} s")
+
+
+def test_request_that_can_never_run_fails_fast_with_slurm_reason(slurm_cluster, tmp_path):
+    # A partition whose MaxTime is under the job's limit: SLURM accepts the job and leaves it pending.
+    part = f"short{tmp_path.name[-6:].replace('_', '')}"
+    host = slurm_cluster.run("sinfo", "-h", "-o", "%n").stdout.split()[0]
+    slurm_cluster.run("scontrol", "create", f"PartitionName={part}", f"Nodes={host}", "MaxTime=1", check=True)
+    try:
+        t0 = time.monotonic()
+        res = run(slurm_launcher(tmp_path, counter(tmp_path / "state", 2), "--partition", part,
+                                 "--pending-report-s", "30"), timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        slurm_cluster.run("scontrol", "delete", f"PartitionName={part}")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "PartitionTimeLimit" in res.stderr and "MaxTime" in res.stderr, res.stderr
+    assert took < 30 and job_id(tmp_path) not in slurm_cluster.queue()
+    print(f"\nimpossible request failed in {took:.1f} s")
