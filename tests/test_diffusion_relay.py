@@ -192,6 +192,8 @@ def test_relay_sigmas_start_below_0_9_and_sampler_arguments():
     assert sig[0].item() == pytest.approx(0.8975, abs=1e-4)
     with pytest.raises(ValueError, match="end with 0"):
         sample_relay(gaussian_denoiser, torch.zeros(1, 1, H, H), [0.5, 0.1], WHITE)
+    with pytest.raises(ValueError, match="above the largest training"):
+        sample_relay(gaussian_denoiser, torch.zeros(1, 1, H, H), [2.0, 0.0], WHITE)
     with pytest.raises(ValueError, match="correction"):
         sample_relay(gaussian_denoiser, torch.zeros(1, 1, H, H), sig, WHITE, correction="rk4")
 
@@ -322,3 +324,17 @@ def test_process_config_errors_name_the_problem():
     with pytest.raises(ConfigError, match="sample_stage2"):
         Denoiser(torch.nn.Identity(), relay_cfg)
     assert isinstance(build_objective({}), DiffusionObjective)
+
+
+def test_training_loop_trains_a_relay_network(tmp_path, one_thread):
+    from dimr.run_config import resolve_run_config, write_run_config
+    from dimr.training.checkpoint import FINAL_NETWORK
+    from dimr.training.loop import training_loop
+
+    relay_diffusion = {"process": {"type": "relay-blur", "patch": 2}, "prediction": "eps",
+                       "loss": {"weighting": "uniform"}}
+    spec = {"preset": "tiny-uvit", "diffusion": relay_diffusion,
+            "train": {"batch_size": 8, "total_kimg": 0.016, "checkpoint_kimg": 0.016, "warmup_kimg": 0.0}}
+    cfg = write_run_config(tmp_path, resolve_run_config(spec))
+    training_loop(tmp_path, cfg, progress=False)
+    assert (tmp_path / FINAL_NETWORK).exists()

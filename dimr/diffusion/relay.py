@@ -144,6 +144,8 @@ def sample_relay(denoise, x_low_up, sigmas, process, generator=None, eta=0.2, co
     s, sig = proc.s, [float(v) for v in torch.as_tensor(sigmas, dtype=torch.float64)]
     if len(sig) < 2 or sig[-1] != 0 or any(b >= a for a, b in zip(sig, sig[1:])):
         raise ValueError(f"sigmas must decrease strictly and end with 0: {sig}")
+    if sig[0] > proc.sigma_max():  # u(σ) > 1: beyond the trained blur schedule
+        raise ValueError(f"σ₀ = {sig[0]} is above the largest training σ {proc.sigma_max():.4f}")
 
     def noise():
         return proc.noise.sample(x_low_up.shape, generator=generator, device=x_low_up.device,
