@@ -1,6 +1,8 @@
 """The micro study through the repository's `slurm` profile to its table, on the test SLURM cluster."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -43,3 +45,30 @@ def test_micro_study_through_the_slurm_profile(slurm_cluster, tmp_path):
         state = slurm_cluster.run("sacct", "-n", "-X", "-P", "-j", jid, "-o", "State").stdout.split()
         assert state and state[0] == "COMPLETED", (stage, jid, state)
     assert slurm_cluster.queue() == []
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_signal_to_snakemakes_pid_cancels_its_jobs(slurm_cluster, tmp_path, signame):
+    # `kill -INT PID` / `kill -TERM PID` reach Snakemake alone (not its process group, as Ctrl-C does).
+    workdir = micro_workdir(tmp_path)
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--directory", str(workdir),
+           "--config", "scale=tiny", "--cores", "2", "--set-resources", *RESOURCES]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=slurm_cluster.env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "RUNNING" not in slurm_cluster.run("squeue", "-h", "-o", "%T").stdout:
+            assert proc.poll() is None and time.monotonic() < deadline, "no job started"
+            time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(getattr(signal, signame))
+        emptied = slurm_cluster.wait_queue_empty(timeout_s=30)
+        took = time.monotonic() - t0
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert emptied, f"queue not empty 30 s after {signame}: {slurm_cluster.queue()}\n{out[-3000:]}"
+    assert proc.returncode != 0 and "cancelling job" in out + "".join(
+        p.read_text() for p in workdir.rglob("logs/*.log")), out[-3000:]
+    print(f"\n{signame} to Snakemake's PID: queue empty after {took:.1f} s")

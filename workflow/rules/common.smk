@@ -1,6 +1,8 @@
 # Helpers of the workflow: config, study files, run lookup and the launcher command line.
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -352,6 +354,40 @@ def study_outputs(study: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Dispatch: compute jobs go through workflow/scripts/submit.py (submitit), which waits for them.
+
+
+# Each launcher leaves its PID here (submit.py, DIMR_LAUNCHERS). A signal to Snakemake's own PID reaches
+# no job (Ctrl-C reaches them through the process group): SIGINT and SIGTERM are passed on to every
+# launcher, which cancels its job; then Snakemake stops as it would have (SIGTERM: after those jobs end).
+LAUNCHERS = Path(".snakemake/dimr-launchers").resolve()
+os.environ["DIMR_LAUNCHERS"] = str(LAUNCHERS)
+
+
+def stop_launchers(signum, frame, previous):
+    """Send SIGTERM to each launcher of this run that still lives in the process group it recorded."""
+    for entry in LAUNCHERS.glob("[0-9]*"):
+        try:
+            if os.getpgid(int(entry.name)) == int(entry.read_text()):  # not a recycled PID
+                os.kill(int(entry.name), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+    if callable(previous):
+        previous(signum, frame)
+    elif signum == signal.SIGINT:
+        raise KeyboardInterrupt
+
+
+def forward_stop_signals():
+    """Called on start (after Snakemake's scheduler has set its own handlers, which are chained)."""
+    for entry in LAUNCHERS.glob("[0-9]*"):  # left by a killed run; the workdir lock makes them stale
+        entry.unlink(missing_ok=True)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        signal.signal(signum, lambda s, f, previous=previous: stop_launchers(s, f, previous))
+
+
+onstart:
+    forward_stop_signals()
 
 
 def run_dir(wildcards, output) -> str:
