@@ -4,6 +4,7 @@ ends with one job id per stage in accounting and the command's work done once.""
 
 import json
 import signal
+import sys
 import time
 
 import pytest
@@ -56,6 +57,21 @@ def test_job_finished_after_a_hard_kill_is_not_submitted_again(slurm_cluster, tm
     assert f"job {jid} already finished; put back" in again.stdout
     assert json.loads(output.read_text())["count"] == 15
     assert slurm_cluster.sacct_ids(f"t-{tmp_path.name}") == [jid] and len(starts(state)) == 1
+
+
+def test_preempted_command_without_a_handler_is_requeued_and_run_again(slurm_cluster, tmp_path):
+    # dimr eval, sample, fidnet, reference: USR2 kills them; the job is requeued, not FAILED.
+    plain = [sys.executable, "-c", "import pathlib, sys, time; d = pathlib.Path(sys.argv[1]); "
+             "d.mkdir(exist_ok=True); open(d / 'starts', 'a').write('x'); time.sleep(8); "
+             "(d / 'done').write_text('ok')", str(tmp_path / "out")]
+    proc = start(slurm_launcher(tmp_path, plain, "--expect", str(tmp_path / "out" / "done")))
+    wait_until(lambda: (tmp_path / "out" / "starts").exists(), 60, "the job to run", proc)
+    jid = job_id(tmp_path)
+    slurm_cluster.run("scancel", "--signal=USR2", jid, check=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, f"{out}\n{err}"
+    assert (tmp_path / "out" / "starts").read_text() == "xx" and (tmp_path / "out" / "done").exists()
+    assert slurm_cluster.sacct_ids(f"t-{tmp_path.name}") == [jid]
 
 
 def test_time_limits_requeue_without_a_cap(slurm_cluster, tmp_path):

@@ -154,12 +154,12 @@ class ResumableCommand(submitit.helpers.Checkpointable):
         finally:
             self._stop_child()
         rc = self._rc
-        if rc == EXIT_REQUEUE and self._got_term:
+        if self._got_term and rc in (EXIT_REQUEUE, -signal.SIGTERM):
             # SIGTERM: a cancel, `scontrol requeue`, or a preemption at a site without
-            # preempt_send_user_signal. The command saved its state; SLURM knows which it was and
-            # requeues the job or ends it, and the launcher asks SLURM. No traceback, no result.
-            print("[submit.py] the command saved and stopped on SIGTERM (exit 75); the scheduler requeues "
-                  "the job or ends it", flush=True)
+            # preempt_send_user_signal. The command saved its state (75) or has none to save; SLURM
+            # knows which it was and requeues the job or ends it, and the launcher asks SLURM.
+            print(f"[submit.py] the command stopped on SIGTERM (exit {rc}); the scheduler requeues the job "
+                  "or ends it", flush=True)
             sys.exit(EXIT_REQUEUE)
         if rc == EXIT_REQUEUE:
             if env.global_rank != 0:
@@ -180,8 +180,10 @@ class ResumableCommand(submitit.helpers.Checkpointable):
                 time.sleep(0.2)
             print(f"[submit.py] the command exited {self._rc} {time.monotonic() - t0:.1f}s after SIGUSR2",
                   flush=True)
-            if self._rc != EXIT_REQUEUE:
-                self.outcome = self._rc  # 0: it finished anyway; else report its failure after requeue
+            # 75: saved, resumes; killed by the signal: a command without a handler (sampling, scoring)
+            # runs again from the start. 0: it finished anyway; else its failure is reported after requeue.
+            if self._rc not in (EXIT_REQUEUE, -signal.SIGUSR2):
+                self.outcome = self._rc
         return super().checkpoint(*args, **kwargs)
 
     # -- helpers ---------------------------------------------------------------------------
