@@ -12,8 +12,8 @@ from test_workflow_e2e import REPO, check_micro_results, micro_workdir
 
 pytestmark = pytest.mark.slurm
 
-# The fake node has 1 GPU and nproc CPUs: replace the profile's paper-sized requests (a --set-resources
-# replaces the profile's block whole). 15 min: submitit treats USR2 under ~12.5 min as a time-out.
+# The fake node has 1 GPU and nproc CPUs: replace the paper-sized requests of config/slurm.yaml, key by
+# key. 15 min: submitit treats USR2 under ~12.5 min as a time-out.
 JOB = "gpus=1,nodes=1,cpus_per_task=1,mem_mb=2000,runtime=15"
 RESOURCES = [f"{rule}:{kv}" for rule in ("fidnet", "reference", "train", "curve", "evaluate")
              for kv in JOB.split(",")]

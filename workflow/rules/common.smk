@@ -360,7 +360,7 @@ def study_outputs(study: str) -> list[str]:
 # no job (Ctrl-C reaches them through the process group): SIGINT and SIGTERM are passed on to every
 # launcher, which cancels its job; then Snakemake stops as it would have (SIGTERM: after those jobs end).
 LAUNCHERS = Path(".snakemake/dimr-launchers").resolve()
-os.environ["DIMR_LAUNCHERS"] = str(LAUNCHERS)
+os.environ.update(DIMR_LAUNCHERS=str(LAUNCHERS))  # set here for the launchers, not read
 
 
 def stop_launchers(signum, frame, previous):
@@ -395,10 +395,33 @@ def run_dir(wildcards, output) -> str:
     return str(Path(output[0]).parent)
 
 
-def launch_resources(gpus=1, runtime=60, mem_mb=8000):
-    """Defaults of a launched job; profiles and --set-resources override each (never the study)."""
-    return dict(gpus=gpus, nodes=1, cpus_per_task=lambda wildcards, threads: threads, mem_mb=mem_mb,
-                runtime=runtime, slurm_partition="", slurm_account="")
+def launch_resources(rule: str, gpus=1, runtime=60, mem_mb=8000):
+    """Placement of a launched job: these defaults < config `resources.default` < `resources.<rule>`.
+
+    In config, not in the profile's `set-resources`, so that a `--set-resources RULE:KEY=VALUE` on the
+    command line changes that one key (it would replace the profile's whole block). Never the study.
+    """
+    placed = dict(gpus=gpus, nodes=1, cpus_per_task=lambda wildcards, threads: threads, mem_mb=mem_mb,
+                  runtime=runtime, slurm_partition="", slurm_account="")
+    return {**placed, **config["resources"].get("default", {}), **config["resources"].get(rule, {})}
+
+
+def profile_in_use() -> str:
+    """The profile Snakemake was started with ('' if none): profiles exist only on its command line."""
+    argv = sys.argv
+    for i, arg in enumerate(argv):
+        if arg == "--profile" and i + 1 < len(argv):
+            return Path(argv[i + 1]).name
+        if arg.startswith("--profile="):
+            return Path(arg.split("=", 1)[1]).name
+    return Path(os.environ.get("SNAKEMAKE_PROFILE", "")).name
+
+
+if profile_in_use() == "slurm" and config["dispatch"] != "slurm":
+    raise WorkflowError(
+        "--profile slurm but dispatch is local: a --configfile replaced the profile's config/slurm.yaml. "
+        "Name it too (--configfile config/slurm.yaml YOURS.yaml) or add --config dispatch=slurm; "
+        "nothing is run on this host instead of the cluster.")
 
 
 def launch(stage: str, command: str) -> str:

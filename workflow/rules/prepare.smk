@@ -15,7 +15,7 @@ rule fidnet:
         options=fidnet_options(),
     threads: 1
     resources:
-        **launch_resources(gpus=0, runtime=60),
+        **launch_resources("fidnet", gpus=0, runtime=60),
     shell:
         launch("fidnet", "fidnet {params.dir} {params.options}")
 
@@ -32,7 +32,7 @@ rule reference:
         name="fmnist",
     threads: 1
     resources:
-        **launch_resources(gpus=0, runtime=60),
+        **launch_resources("reference", gpus=0, runtime=60),
     shell:
         launch("reference-{wildcards.split}", "reference {output} --data fashion-mnist --split {wildcards.split}"
         f" --extractor-weights {{input.weights}} --resolution {FMNIST_RESOLUTION}")

@@ -23,7 +23,7 @@ rule train:
         requires=network_requires,
     threads: 1
     resources:
-        **launch_resources(gpus=1, runtime=60),
+        **launch_resources("train", gpus=1, runtime=60),
     shell:
         launch("train", "train {params.dir} --spec {params.spec:q} {params.requires}")
 
@@ -44,7 +44,7 @@ rule evaluate:
         spec=eval_spec,
     threads: 1
     resources:
-        **launch_resources(gpus=1, runtime=60),
+        **launch_resources("evaluate", gpus=1, runtime=60),
     shell:
         launch("evaluate", "eval {params.net} --spec {params.spec:q} --out {params.dir}")
 
@@ -64,7 +64,7 @@ rule curve:
         spec=eval_spec,
     threads: 1
     resources:
-        **launch_resources(gpus=1, runtime=60),
+        **launch_resources("curve", gpus=1, runtime=60),
     shell:
         launch("curve", "eval {params.net} --spec {params.spec:q} --out {params.dir} --curve")
 
@@ -123,6 +123,6 @@ rule evaluate_baseline:
         name="{study}-{kind}",
     threads: 1
     resources:
-        **launch_resources(gpus=1, runtime=60),
+        **launch_resources("evaluate_baseline", gpus=1, runtime=60),
     shell:
         launch("evaluate", "evaluate {params.dir}")
