@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slurm
 # The fake node has 1 GPU and nproc CPUs: replace the paper-sized requests of config/slurm.yaml, key by
 # key. 15 min: submitit treats USR2 under ~12.5 min as a time-out.
 JOB = "gpus=1,nodes=1,cpus_per_task=1,mem_mb=2000,runtime=15"
-RESOURCES = [f"{rule}:{kv}" for rule in ("fidnet", "reference", "train", "curve", "evaluate")
-             for kv in JOB.split(",")]
+RULES = ("fidnet", "reference", "train", "curve", "evaluate", "evaluate_baseline")
+RESOURCES = [f"{rule}:{kv}" for rule in RULES for kv in JOB.split(",")]
 
 
 def test_micro_study_through_the_slurm_profile(slurm_cluster, tmp_path):
@@ -72,3 +72,36 @@ def test_signal_to_snakemakes_pid_cancels_its_jobs(slurm_cluster, tmp_path, sign
     assert proc.returncode != 0 and "cancelling job" in out + "".join(
         p.read_text() for p in workdir.rglob("logs/*.log")), out[-3000:]
     print(f"\n{signame} to Snakemake's PID: queue empty after {took:.1f} s")
+
+
+def test_hard_killed_workflow_rerun_submits_nothing_twice(slurm_cluster, tmp_path):
+    # SIGKILL to Snakemake's process group: nobody cancels; the jobs finish unattended. The rerun
+    # (rerun-incomplete deletes those jobs' outputs first) re-attaches or puts the outputs back.
+    workdir = micro_workdir(tmp_path)
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--directory", str(workdir),
+           "--config", "scale=tiny", "--cores", "2", "--set-resources", *RESOURCES]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=slurm_cluster.env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while "dimr-train" not in slurm_cluster.run("squeue", "-h", "-t", "R", "-o", "%j").stdout:
+        assert proc.poll() is None and time.monotonic() < deadline, "the train job never ran"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (train_record,) = workdir.glob("runs/networks/*/job-train.json")
+    train_id = json.loads(train_record.read_text())["job_id"]
+    assert slurm_cluster.wait_queue_empty(timeout_s=120), "the unattended jobs did not finish"
+    state = slurm_cluster.run("sacct", "-n", "-X", "-P", "-j", train_id, "-o", "State").stdout.split()
+    assert state[:1] == ["COMPLETED"]
+
+    unlock = subprocess.run([*cmd, "--unlock"], cwd=REPO, capture_output=True, text=True,
+                            env=slurm_cluster.env)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=slurm_cluster.env)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-4000:]
+    check_micro_results(workdir)
+    assert json.loads(train_record.read_text())["job_id"] == train_id
+    assert "put back" in (train_record.parent / "logs" / "train.log").read_text()
+    for record in workdir.rglob("job-*.json"):  # every stage: one job in accounting, however it ended
+        name = json.loads(record.read_text())["name"]
+        assert len(slurm_cluster.sacct_ids(name)) == 1, (record, slurm_cluster.sacct_ids(name))

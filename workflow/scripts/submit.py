@@ -578,9 +578,9 @@ def print_tail(path: Path, lines: int = 30):
         print(f"(no log at {path})", file=sys.stderr)
 
 
-def cancel(args, stage: Stage, jid: str, job):
+def cancel(args, stage: Stage, jid: str, job, why: str = "interrupted"):
     """Cancel the job and wait (up to 30 s) until the scheduler has let go of it."""
-    print(f"submit.py: interrupted; cancelling job {jid}", file=sys.stderr, flush=True)
+    print(f"submit.py: {why}; cancelling job {jid}", file=sys.stderr, flush=True)
     if args.executor == "slurm" or job is not None:
         job.cancel(check=False)
     else:  # a local job of an earlier launcher: its command's PID is in the run lock it holds
@@ -663,7 +663,7 @@ def _main(args, stage: Stage, stop: dict) -> int:
     except (Interrupted, Fail) as e:
         stop["cancelling"] = True
         try:
-            cancel(args, stage, jid, job)
+            cancel(args, stage, jid, job, "it can never start" if isinstance(e, Fail) else "interrupted")
         except KeyboardInterrupt:
             pass
         if isinstance(e, Fail):
