@@ -1,6 +1,6 @@
-"""The `slurm` profile's traps, in dry runs (no cluster needed): one resource key changed on the command
-line keeps the others; a --configfile that drops the profile's config/slurm.yaml is an error, not a
-silent local run."""
+"""The slurm profile's and the command line's traps, in dry runs (no cluster needed): one resource key
+changed on the command line keeps the others; a --configfile that drops the profile's config/slurm.yaml
+is an error, not a silent local run; nested --config values and null are read as YAML."""
 
 import subprocess
 import sys
@@ -34,3 +34,13 @@ def test_configfile_that_drops_the_profiles_dispatch_is_an_error(tmp_path):
     res = dry_run(workdir, "--configfile", str(workdir / "config" / "config.yaml"), "--config", "scale=tiny")
     assert res.returncode != 0
     assert "dispatch is local" in res.stdout + res.stderr and "config/slurm.yaml" in res.stdout + res.stderr
+
+
+def test_config_on_the_command_line_is_read_as_yaml(tmp_path):
+    # Snakemake hands nested --config values and `null` over as strings; the schema would refuse them.
+    cmd = [sys.executable, "-m", "snakemake", "--directory", str(micro_workdir(tmp_path)), "-n", "-p",
+           "--cores", "1", "--config", "max_seeds=null", "fidnet={epochs: 2, num_train: 100}"]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=170)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (fidnet,) = [ln for ln in res.stdout.splitlines() if "dimr.cli fidnet" in ln and "submit.py" in ln]
+    assert "--epochs 2" in fidnet and "--num-train 100" in fidnet

@@ -15,6 +15,7 @@ from dimr.config import (
     config_diff,
     deep_merge,
     eval_subset,
+    load_yaml,
     sha256_json,
     train_subset,
 )
@@ -25,6 +26,19 @@ from dimr.run_config import eval_identity, resolve_eval_config, train_identity
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 
 
+def retype_command_line(given, into: dict) -> None:
+    """Read `--config` values as YAML does: Snakemake reads nested ones (`'fidnet={epochs: 1}'`) and
+    `null` as strings (YAML's BaseLoader), which the schema would refuse."""
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            retype_command_line(value, into[key])
+        elif isinstance(value, list) and into.get(key) == value:
+            into[key] = [load_yaml(v) if isinstance(v, str) else v for v in value]
+        elif isinstance(value, str) and into.get(key) == value:
+            into[key] = load_yaml(value)
+
+
+retype_command_line(dict(workflow.config_settings.config or {}), config)  # --config only, not --configfile
 validate(config, "../schemas/config.schema.json")  # fills in the default of every key
 
 PYTHON = sys.executable  # the environment Snakemake runs in also runs the jobs (and the launcher)
