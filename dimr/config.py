@@ -133,6 +133,9 @@ class SampleConfig:
     grid: int = 100                   # images in grid.png (0 disables)
     snapshot_samples: int = 500       # images per training snapshot in the FID-over-training curve
     sampler: dict = field(default_factory=dict)  # dimr.diffusion.SamplerConfig fields
+    # A stage-2 network's stage 1 (dimr.run_config.Stage1Config: network, sampler, ema); empty: none
+    stage1: dict = field(default_factory=dict)
+    relay: dict = field(default_factory=dict)    # dimr.diffusion.RelaySamplerConfig (relay-blur networks)
 
     def validate(self, where):
         if self.num_samples <= 0:

@@ -61,7 +61,7 @@ def train_flops_per_image(model_cfg: dict) -> float:
     """
     with torch.device("meta"):
         model = build_model(model_cfg)
-    C, R = model.in_channels, model.resolution
+    C, R = model.in_channels + model.cond_channels, model.resolution  # a cascade: + its conditioning
     x = torch.zeros(1, C, R, R, device="meta")
     c = torch.zeros(1, device="meta")
     y = torch.zeros(1, dtype=torch.long, device="meta")

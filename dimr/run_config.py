@@ -6,6 +6,7 @@ composes them with the packages that own the other sections (models, diffusion, 
 
 import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dimr.config import (
@@ -26,7 +27,7 @@ from dimr.config import (
     train_subset,
 )
 from dimr.data import DataConfig, dataset_shape
-from dimr.diffusion import DiffusionConfig, SamplerConfig
+from dimr.diffusion import DiffusionConfig, RelaySamplerConfig, SamplerConfig
 from dimr.errors import ConfigError
 from dimr.io import atomic_write_json
 from dimr.metrics.evaluate import EvaluateConfig
@@ -36,6 +37,21 @@ CONFIG_FILE = "config.json"
 # The dataclass of each section whose fields an identity leaves out at their defaults (the model's by type).
 SECTION_CLASSES = {"diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
                    "sample": SampleConfig, "evaluate": EvaluateConfig}
+
+
+@dataclass
+class Stage1Config:
+    """`sample.stage1` of a stage-2 network: the network whose samples it starts from (Relay Diffusion §3)
+    or is conditioned on (Ho et al. 2022, §3). Image i of both stages comes from seed i."""
+
+    network: str = ""             # the stage-1 network's folder: a name next to the stage-2 one, or a path
+    sampler: dict = field(default_factory=dict)  # its SamplerConfig, over the sample section's `sampler`
+    ema: bool = True              # sample stage 1 with its EMA weights
+
+    def validate(self, where):
+        if not self.network:
+            raise ConfigError(f"{where}.network: name the stage-1 network's folder (a trained network "
+                              "next to this one, e.g. runs/networks/<name>, or an absolute path)")
 
 
 def field_defaults(cls) -> dict:
@@ -100,14 +116,34 @@ def resolve_run_config(spec: dict) -> dict:
 
     data = dataclasses.asdict(dataclass_from_dict_or_self(DataConfig, merged.get("data", {}), "data"))
     channels, resolution, num_classes = dataset_shape(data)
+    diffusion = dataclasses.asdict(dataclass_from_dict_or_self(DiffusionConfig, merged.get("diffusion", {}),
+                                                               "diffusion"))
     # The data set fixes the network's input; latent data sets change channels and resolution.
     model_over = {"in_channels": channels, "resolution": resolution, "num_classes": num_classes}
+    condition = diffusion["condition"]
+    if condition["type"] == "low-resolution":  # a cascade also sees the upsampled low-resolution image
+        low = condition["resolution"]
+        if resolution % low or low >= resolution:
+            raise ConfigError(f"diffusion.condition.resolution {low} must divide data.resolution "
+                              f"{resolution} and be smaller (the stage-1 side, e.g. 16 for 32)")
+        model_over["cond_channels"] = channels
     model_over.update(merged.get("model", {}))
     model = resolve_model_config(spec["preset"], model_over)
 
     sample = dataclass_from_dict(SampleConfig, merged.get("sample", {}), "sample")
     sample.sampler = dataclasses.asdict(dataclass_from_dict_or_self(SamplerConfig, sample.sampler,
                                                                     "sample.sampler"))
+    if sample.stage1:  # empty: a single-stage evaluation (identities unchanged)
+        stage1 = dataclass_from_dict(Stage1Config, sample.stage1, "sample.stage1")
+        stage1.sampler = dataclasses.asdict(dataclass_from_dict_or_self(
+            SamplerConfig, deep_merge(sample.sampler, stage1.sampler), "sample.stage1.sampler"))
+        sample.stage1 = dataclasses.asdict(stage1)
+    if diffusion["process"]["type"] == "relay-blur":
+        sample.relay = dataclasses.asdict(dataclass_from_dict_or_self(RelaySamplerConfig, sample.relay,
+                                                                      "sample.relay"))
+    elif sample.relay:
+        raise ConfigError("sample.relay: the relay sampler samples relay-blur networks only; this network "
+                          f"has diffusion.process {diffusion['process']['type']!r} (remove sample.relay)")
     seed = spec.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed: expected a non-negative integer, got {seed!r}")
@@ -117,8 +153,7 @@ def resolve_run_config(spec: dict) -> dict:
         "preset": spec["preset"],
         "recipe": recipe_name,
         "model": model,
-        "diffusion": dataclasses.asdict(dataclass_from_dict_or_self(
-            DiffusionConfig, merged.get("diffusion", {}), "diffusion")),
+        "diffusion": diffusion,
         "data": data,
         "train": dataclasses.asdict(dataclass_from_dict(TrainConfig, merged.get("train", {}), "train")),
         "sample": dataclasses.asdict(sample),

@@ -4,6 +4,13 @@ Never imports `dimr.models`: the network is passed in as a callable `model(z, c_
 """
 
 from dimr.diffusion.blurring import PROCESS_DEFAULTS, RelayProcess, blur, dct2, idct2, upsample_nearest
+from dimr.diffusion.cascade import (
+    CONDITION_DEFAULTS,
+    CascadeObjective,
+    ConcatCondition,
+    low_resolution,
+    upsample,
+)
 from dimr.diffusion.denoiser import Denoiser, GuidanceConfig, guidance_scale
 from dimr.diffusion.losses import LOSSES, WEIGHTINGS, Loss, pool2d
 from dimr.diffusion.noise import NOISES, block_noise, build_noise
@@ -21,10 +28,11 @@ from dimr.diffusion.samplers import SAMPLERS, SPACINGS, SamplerConfig, get_logsn
 from dimr.diffusion.schedules import C_NOISE, SCHEDULES, Schedule, alpha_sigma, build_schedule, get_c_noise
 
 __all__ = [
-    "C_NOISE", "LOSSES", "NOISES", "PREDICTIONS", "PROCESS_DEFAULTS", "SAMPLERS", "SCHEDULES", "SPACINGS",
-    "TIME_SAMPLINGS", "WEIGHTINGS", "Denoiser", "DiffusionConfig", "DiffusionObjective", "GuidanceConfig",
-    "Loss", "RelayDenoiser", "RelayObjective", "RelayProcess", "RelaySamplerConfig", "SamplerConfig",
-    "Schedule", "alpha_sigma", "block_noise", "blur", "build_noise", "build_objective", "build_schedule",
-    "dct2", "get_c_noise", "get_logsnrs", "get_prediction", "guidance_scale", "idct2", "pool2d",
-    "relay_sigmas", "sample", "sample_from_noise", "sample_relay", "sample_stage2", "upsample_nearest",
+    "CONDITION_DEFAULTS", "C_NOISE", "LOSSES", "NOISES", "PREDICTIONS", "PROCESS_DEFAULTS", "SAMPLERS",
+    "SCHEDULES", "SPACINGS", "TIME_SAMPLINGS", "WEIGHTINGS", "CascadeObjective", "ConcatCondition",
+    "Denoiser", "DiffusionConfig", "DiffusionObjective", "GuidanceConfig", "Loss", "RelayDenoiser",
+    "RelayObjective", "RelayProcess", "RelaySamplerConfig", "SamplerConfig", "Schedule", "alpha_sigma",
+    "block_noise", "blur", "build_noise", "build_objective", "build_schedule", "dct2", "get_c_noise",
+    "get_logsnrs", "get_prediction", "guidance_scale", "idct2", "low_resolution", "pool2d", "relay_sigmas",
+    "sample", "sample_from_noise", "sample_relay", "sample_stage2", "upsample", "upsample_nearest",
 ]

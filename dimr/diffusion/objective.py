@@ -6,6 +6,7 @@ import torch
 
 from dimr.config import dataclass_from_dict
 from dimr.diffusion.blurring import resolve_process_config
+from dimr.diffusion.cascade import CascadeObjective, resolve_condition_config
 from dimr.diffusion.losses import Loss, resolve_loss_config
 from dimr.diffusion.noise import build_noise, resolve_noise_config
 from dimr.diffusion.parametrization import PREDICTIONS, append_dims, get_prediction
@@ -59,6 +60,9 @@ class DiffusionConfig:
     c_noise: str = "logsnr/4"          # what the network sees, from λ (schedules.C_NOISE)
     time_sampling: dict | str = field(default_factory=lambda: {"type": "uniform"})  # training λ law
     process: dict | str = field(default_factory=lambda: {"type": "vp"})  # vp | relay-blur (blurring.py)
+    # none | low-resolution: a cascade's super-resolution network, which sees the upsampled low-resolution
+    # image as extra input channels (cascade.py; Ho et al. 2022 §3)
+    condition: dict | str = field(default_factory=lambda: {"type": "none"})
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiffusionConfig":
@@ -73,6 +77,7 @@ class DiffusionConfig:
         self.c_noise = check_choice(self.c_noise, C_NOISE, "c_noise")
         self.time_sampling = resolve_tagged("time_sampling", self.time_sampling, TIME_SAMPLING_DEFAULTS)
         self.process = resolve_process_config(self.process)
+        self.condition = resolve_condition_config(self.condition)
         if self.process["type"] == "relay-blur":
             # The relay process fixes σ(u), the noise, the preconditioning and c_noise itself.
             defaults = DiffusionConfig()
@@ -86,6 +91,9 @@ class DiffusionConfig:
             if self.loss["weighting"]["type"] != "uniform":
                 raise ConfigError("diffusion.loss.weighting: process relay-blur uses EDM's weight; set "
                                   f"uniform, got {self.loss['weighting']}")
+            if self.condition["type"] != "none":
+                raise ConfigError("diffusion.condition: a relay-blur network starts from the stage-1 image "
+                                  "instead of seeing it; set condition: none (or process: vp for a cascade)")
 
 
 def as_diffusion_config(cfg) -> DiffusionConfig:
@@ -94,10 +102,13 @@ def as_diffusion_config(cfg) -> DiffusionConfig:
 
 def build_objective(cfg):
     """The training objective of a diffusion section: `DiffusionObjective` (process vp) or
-    `RelayObjective` (process relay-blur, Relay Diffusion stage 2); both `.loss(model, x, y, generator)`."""
+    `RelayObjective` (process relay-blur, Relay Diffusion stage 2), inside `CascadeObjective` for a
+    low-resolution condition; all `.loss(model, x, y, generator)`."""
     cfg = as_diffusion_config(cfg)
     if cfg.process["type"] == "relay-blur":
         return RelayObjective(cfg.process, cfg.loss)
+    if cfg.condition["type"] == "low-resolution":
+        return CascadeObjective(DiffusionObjective(cfg), cfg.condition)
     return DiffusionObjective(cfg)
 
 

@@ -211,6 +211,12 @@ class RelaySamplerConfig:
     def sigmas(self) -> torch.Tensor:
         return relay_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho, self.truncation_sigma)
 
+    def network_evaluations(self) -> int:
+        """Forward passes per image (NFE): K levels below the truncation, Heun-corrected but the last
+        (2K − 1); guidance doubles each."""
+        levels = len(self.sigmas()) - 1
+        return (2 * levels - 1) * (2 if self.guidance else 1)
+
 
 def sample_stage2(model, process, sampler_cfg, x_low, y, generator=None):
     """Stage-2 samples (float32) from stage-1 samples `x_low` (N, C, H/s, W/s) and labels `y`."""

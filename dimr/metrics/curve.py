@@ -19,6 +19,7 @@ from dimr.metrics.network_eval import eval_dir_of, run_config, write_eval_config
 from dimr.metrics.stats import fid_from_stats, load_stats
 from dimr.run_config import load_run_config, train_identity
 from dimr.sampling.generate import class_label, generate_all, network_from_state
+from dimr.sampling.two_stage import load_stage1
 from dimr.training.checkpoint import FINAL_NETWORK, list_snapshots, load_state
 
 CURVE_FILE = "curve.json"
@@ -42,12 +43,13 @@ def curve_of_network(net_dir, ev: dict, eval_dir=None, device="cpu", batch: int 
     """The curve of a network under evaluation `ev` -> <eval folder>/curve.json (`dimr eval --curve`)."""
     eval_dir = Path(eval_dir) if eval_dir else eval_dir_of(net_dir, ev)
     snapshot_networks(net_dir)  # checked before anything is written
-    write_eval_config(eval_dir, net_dir, ev)
     cfg = run_config(load_run_config(net_dir), ev)
-    return write_curve(eval_dir / CURVE_FILE, net_dir, cfg, device, batch)
+    stage1 = load_stage1(net_dir, cfg, device)  # a stage-2 network: every snapshot from the same stage 1
+    write_eval_config(eval_dir, net_dir, ev)
+    return write_curve(eval_dir / CURVE_FILE, net_dir, cfg, device, batch, stage1)
 
 
-def write_curve(out: Path, net_dir, cfg: dict, device="cpu", batch: int = 250) -> dict:
+def write_curve(out: Path, net_dir, cfg: dict, device="cpu", batch: int = 250, stage1=None) -> dict:
     """Score every snapshot of the network in `net_dir` with `cfg`'s sampler and protocol; write `out`."""
     ev = EvaluateConfig.from_dict(cfg["evaluate"])
     extractor = Extractor(ev.extractor, ev.extractor_weights, ev.extractor_sha256, device)
@@ -63,7 +65,7 @@ def write_curve(out: Path, net_dir, cfg: dict, device="cpu", batch: int = 250) -
             continue
         seen.add(state["cur_nimg"])
         net = network_from_state(state, "ema", device)
-        images = generate_all(net, cfg, seeds, device, batch)
+        images = generate_all(net, cfg, seeds, device, batch, stage1)
         feats = extract(extractor, images, batch)
         labels = class_label(seeds, net.num_classes).numpy()
         points.append({"kimg": state["cur_nimg"] / 1000, "fid": fid_from_stats(*feats.stats.mu_sigma(),

@@ -24,12 +24,12 @@ from dimr.config import (
     parse_overrides,
 )
 from dimr.data.latents import load_vae
-from dimr.diffusion import SamplerConfig
 from dimr.errors import ConfigError, MissingFileError
 from dimr.io import atomic_savez, atomic_write_json
 from dimr.metrics.evaluate import EvaluateConfig, check_inputs, score_images
 from dimr.run_config import eval_identity, load_run_config, resolve_eval_config, train_identity
 from dimr.sampling.generate import GeneratedImages, class_label, network_from_state
+from dimr.sampling.two_stage import load_stage1, stage2_network_evaluations
 from dimr.training.checkpoint import FINAL_NETWORK, list_snapshots, load_state
 
 EVALS_DIR, EVAL_FILE = "evals", "eval.json"
@@ -40,8 +40,9 @@ def eval_dir_of(net_dir, ev: dict) -> Path:
     return Path(net_dir) / EVALS_DIR / eval_identity(ev)[:ID_CHARS]
 
 
-def write_eval_config(eval_dir, net_dir, ev: dict) -> dict:
-    """Write eval.json once; an existing one must hold the same sections (else: the differing keys)."""
+def write_eval_config(eval_dir, net_dir, ev: dict, stages: dict | None = None) -> dict:
+    """Write eval.json once; an existing one must hold the same sections (else: the differing keys).
+    `stages`: a two-stage evaluation's networks (names, kimg, NFE), recorded with it."""
     path = Path(eval_dir) / EVAL_FILE
     if path.exists():
         old = load_eval_file(path)
@@ -50,7 +51,7 @@ def write_eval_config(eval_dir, net_dir, ev: dict) -> dict:
             raise ConfigError(f"{path} holds a different evaluation; differing keys:\n  " + "\n  ".join(diff)
                               + "\nWrite it to another folder (the default --out is named by its hash).")
         return old
-    out = {**ev, "network_dir": str(net_dir),
+    out = {**ev, "network_dir": str(net_dir), **({"stages": stages} if stages else {}),
            "provenance": {"git_commit": git_commit(), "eval_sha256": eval_identity(ev)}}
     atomic_write_json(path, out)
     return out
@@ -104,9 +105,11 @@ def evaluate_network(net_dir, ev: dict, eval_dir=None, snapshot: str | None = No
         raise MissingFileError(f"{path} not found: train the network first (`dimr train {net_dir}`)")
     evc = EvaluateConfig.from_dict(ev["evaluate"])
     inputs = check_inputs(evc)  # every input file, before sampling
-    write_eval_config(eval_dir, net_dir, ev)
-    state = load_state(path, what="network")
     cfg = run_config(net_cfg, ev)
+    stage1 = load_stage1(net_dir, cfg, device)  # None for a single-stage network; checked before writing
+    state = load_state(path, what="network")
+    cost = two_stage_cost(net_dir, cfg, state, stage1)
+    write_eval_config(eval_dir, net_dir, ev, cost if stage1 is not None else None)
     s = ev["sample"]
     net = network_from_state(state, "ema" if s["ema"] else "model", device)
     vae = None
@@ -116,7 +119,7 @@ def evaluate_network(net_dir, ev: dict, eval_dir=None, snapshot: str | None = No
     seeds = torch.arange(s["seed_start"], s["seed_start"] + s["num_samples"])
     labels = class_label(seeds, net.num_classes).numpy()
     keep = max(s["grid"], evc.clean_fid_num if evc.clean_fid else 0)
-    images = GeneratedImages(net, cfg, seeds, device, vae, keep=min(keep, n))
+    images = GeneratedImages(net, cfg, seeds, device, vae, keep=min(keep, n), stage1=stage1)
     if s["npz"]:  # ADM's evaluator reads the file: make every image first, then score the array
         arr = images.all(batch)
         atomic_savez(eval_dir / "samples.npz", arr_0=arr, labels=labels, seeds=seeds.numpy(),
@@ -128,14 +131,31 @@ def evaluate_network(net_dir, ev: dict, eval_dir=None, snapshot: str | None = No
     result["protocol"].update(samples_sha256=images.sha256 if source is images else None,
                               network=str(path), network_kimg=state["cur_nimg"] / 1000,
                               train_sha256=train_identity(net_cfg), eval_sha256=eval_identity(ev),
-                              sample_seconds=round(images.seconds, 3),
-                              nfe=SamplerConfig.from_dict(s["sampler"]).network_evaluations())
+                              sample_seconds=round(images.seconds, 3), nfe=cost["nfe"],
+                              total_kimg=cost["total_kimg"])
+    if stage1 is not None:
+        first, second = cost["networks"]
+        result["protocol"].update(stage1_network=first["network_dir"], stage1_kimg=first["kimg"],
+                                  stage1_train_sha256=first["train_sha256"], stage1_nfe=first["nfe"],
+                                  stage2_nfe=second["nfe"])
     name = "metrics.json" if snapshot is None else f"metrics-{state['cur_nimg']:012d}.json"
     atomic_write_json(eval_dir / name, result)
     if s["grid"] and snapshot is None:
         held = next(images.batches(s["grid"], limit=s["grid"])) if source is images else source[: s["grid"]]
         save_grid(eval_dir / "grid.png", held, labels[: s["grid"]])
     return eval_dir, result
+
+
+def two_stage_cost(net_dir, cfg: dict, state: dict, stage1) -> dict:
+    """What a row costs: NFE per image and training images (kimg) over every network behind its images,
+    stage 1 first (one network for a single-stage evaluation)."""
+    networks = [] if stage1 is None else [{"network_dir": str(stage1.net_dir), "kimg": stage1.kimg,
+                                           "train_sha256": stage1.train_sha256,
+                                           "nfe": stage1.network_evaluations()}]
+    networks.append({"network_dir": str(net_dir), "kimg": state["cur_nimg"] / 1000,
+                     "train_sha256": train_identity(cfg), "nfe": stage2_network_evaluations(cfg)})
+    return {"networks": networks, "nfe": sum(x["nfe"] for x in networks),
+            "total_kimg": sum(x["kimg"] for x in networks)}
 
 
 def parse_eval_arguments(args) -> dict:

@@ -21,6 +21,7 @@ class MRNConfig:
     """Multi-resolution network (DiMR §3.1). Per-branch lists run from the lowest resolution up."""
 
     in_channels: int = 4  # C of the input (4 for SD-VAE latents, 3 for pixels, 1 for Fashion-MNIST)
+    cond_channels: int = 0  # extra input channels appended to x (a cascade's upsampled image); out: C
     resolution: int = 32  # H = W of the input
     num_classes: int = 1000  # real classes; label `num_classes` is the null class (CFG)
     block_types: list[str] = field(default_factory=lambda: ["transformer", "convnext"])  # per branch
@@ -78,6 +79,7 @@ class TransformerConfig:
     """Single-branch transformer: U-ViT (time token, long skips) to DiT (adaLN-Zero, no skips) by switches."""
 
     in_channels: int = 4  # C of the input
+    cond_channels: int = 0  # extra input channels appended to x (a cascade's upsampled image); out: C
     resolution: int = 32  # H = W of the input
     num_classes: int = 1000  # real classes; label `num_classes` is the null class (CFG)
     patch_size: int = 2  # p of the patch embedding
@@ -134,8 +136,8 @@ def _check_common(cfg):
     _choice("gelu_approximate", cfg.gelu_approximate, GELU_APPROXIMATIONS)
     _choice("init", cfg.init, INITS)
     _choice("label_embed_init", cfg.label_embed_init, LABEL_EMBED_INITS)
-    if cfg.in_channels <= 0 or cfg.resolution <= 0 or cfg.num_classes < 0:
-        raise ConfigError("in_channels and resolution must be positive and num_classes >= 0")
+    if cfg.in_channels <= 0 or cfg.resolution <= 0 or cfg.num_classes < 0 or cfg.cond_channels < 0:
+        raise ConfigError("in_channels and resolution must be positive, num_classes and cond_channels >= 0")
     if cfg.mlp_ratio is None:
         cfg.mlp_ratio = 2.0 if cfg.mlp == "glu" else 4.0  # DiMR's GEGLU: hidden 2D; plain MLP: 4D
     if cfg.mlp_ratio <= 0 or not 0.0 <= cfg.dropout < 1.0:

@@ -34,7 +34,8 @@ def param_breakdown(model: nn.Module) -> dict[str, int]:
 
 
 def _example_inputs(model, device, batch=1):
-    x = torch.zeros(batch, model.in_channels, model.resolution, model.resolution, device=device)
+    c_in = model.in_channels + model.cond_channels  # a cascade also sees its conditioning image
+    x = torch.zeros(batch, c_in, model.resolution, model.resolution, device=device)
     c = torch.zeros(batch, device=device)
     y = torch.zeros(batch, dtype=torch.long, device=device)
     return x, c, y

@@ -45,7 +45,7 @@ class Branch(nn.Module):
         super().__init__()
         D, p, kind = cfg.widths[r], cfg.patch_sizes[r], cfg.block_types[r]
         self.kind, self.grid = kind, cfg.resolution // p
-        self.patch_embed = nn.Conv2d(cfg.in_channels, D, kernel_size=p, stride=p)
+        self.patch_embed = nn.Conv2d(cfg.in_channels + cfg.cond_channels, D, kernel_size=p, stride=p)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid * self.grid, D))
         # Class: a prepended token in every transformer branch (official Stage.class_embeds). ConvNeXt
         # branches see it through the cascade; a ConvNeXt *first* branch (Table 3) has no cascade, so it adds
@@ -108,6 +108,7 @@ class MRN(nn.Module):
         super().__init__()
         self.cfg, self.mech = cfg, get_mechanism(cfg.conditioning)
         self.in_channels, self.resolution, self.num_classes = cfg.in_channels, cfg.resolution, cfg.num_classes
+        self.cond_channels = cfg.cond_channels  # CDM §3: the low-resolution image, concatenated to x
         R = len(cfg.widths)
         cond_dim = cfg.widths[0]  # width of the adaLN/TMSA vector e (one for all branches): the first D
         class_in_e = None if cfg.class_token else cfg.num_classes
@@ -155,7 +156,7 @@ class MRN(nn.Module):
                     nn.init.zeros_(b.head.conv.bias)
 
     def forward(self, x, c_noise, y):
-        """x (N, C, H, W), c_noise (N,), y (N,) → list of (N, C_out, H_r, W_r), lowest resolution first."""
+        """x (N, C + cond_channels, H, W), c_noise (N,), y (N,) → [(N, C_out, H_r, W_r)], lowest res first."""
         e = self.cond_embed(c_noise, y) if self.cond_embed is not None else None  # (N, cond_dim)
         preds, low, collect = [], None, self.cfg.cascade_features == "all"
         for r, branch in enumerate(self.branches):

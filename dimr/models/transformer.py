@@ -30,9 +30,11 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg, self.mech = cfg, get_mechanism(cfg.conditioning)
         self.in_channels, self.resolution, self.num_classes = cfg.in_channels, cfg.resolution, cfg.num_classes
+        self.cond_channels = cfg.cond_channels  # CDM §3: the low-resolution image, concatenated to x
         D, self.grid = cfg.width, cfg.resolution // cfg.patch_size
         L = self.grid * self.grid
-        self.patch_embed = nn.Conv2d(cfg.in_channels, D, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        c_in = cfg.in_channels + cfg.cond_channels
+        self.patch_embed = nn.Conv2d(c_in, D, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         # Table of num_classes + 1 entries: the last is the null class for classifier-free guidance.
         self.class_embed = nn.Embedding(cfg.num_classes + 1, D) if cfg.class_token else None
         self.n_extra = int(cfg.class_token) + int(self.mech.time_token)
@@ -83,7 +85,7 @@ class Transformer(nn.Module):
             nn.init.zeros_(self.head.linear.bias)
 
     def forward(self, x, c_noise, y):
-        """x (N, C, H, W), c_noise (N,), y (N,) → [(N, C_out, H, W)]."""
+        """x (N, C + cond_channels, H, W), c_noise (N,), y (N,) → [(N, C_out, H, W)]."""
         e = self.cond_embed(c_noise, y) if self.cond_embed is not None else None  # (N, D)
         h = patchify_tokens(self.patch_embed(x))  # (N, L, D)
         extras = []

@@ -1,4 +1,8 @@
-"""Generate images from a finished run: image i depends only on its seed (and the run)."""
+"""Generate images from a finished run: image i depends only on its seed (and the run).
+
+A stage-2 network (a cascade's super-resolution network or Relay Diffusion's stage 2) samples from its
+stage-1 network's image of the same seed; its own draws come from a second seed derived from it.
+"""
 
 import hashlib
 import time
@@ -8,8 +12,8 @@ import numpy as np
 import torch
 
 from dimr.data.latents import decode_latents
-from dimr.diffusion import sample_from_noise
-from dimr.errors import MissingFileError
+from dimr.diffusion import ConcatCondition, sample_from_noise, sample_stage2, upsample
+from dimr.errors import ConfigError, MissingFileError
 from dimr.models import build_model
 from dimr.training.checkpoint import FINAL_NETWORK, load_state
 
@@ -41,9 +45,26 @@ def network_from_state(state: dict, weights: str = "ema", device="cpu") -> torch
     return net.to(device).eval().requires_grad_(False)
 
 
+def stage_seed(seed: int, stage: int) -> int:
+    """The 63-bit seed of stage `stage` (2: the second) of image `seed`; no two (seed, stage) collide."""
+    digest = hashlib.sha256(f"{int(seed)}-stage{int(stage)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def is_stage2(cfg: dict) -> bool:
+    """Whether a run's network samples from a stage-1 image (relay-blur process, or a cascade condition)."""
+    d = cfg["diffusion"]
+    relay = d.get("process", {}).get("type") == "relay-blur"
+    return relay or d.get("condition", {}).get("type", "none") != "none"
+
+
 @torch.no_grad()
 def generate_images(net, cfg: dict, seeds: torch.Tensor, device="cpu", vae=None) -> np.ndarray:
     """Sample the given seeds with the run's sampler; returns (N, H, W, C) uint8."""
+    if is_stage2(cfg):
+        raise ConfigError("this is a stage-2 network (a relay-blur process or a low-resolution condition): "
+                          "it samples from a stage-1 network's images; evaluate it with `dimr eval NET --set "
+                          "sample.stage1.network=<stage-1 network folder>`")
     noise = image_noise(seeds, (net.in_channels, net.resolution, net.resolution)).to(device)
     labels = class_label(seeds, net.num_classes).to(device)
     x = sample_from_noise(net, cfg["diffusion"], cfg["sample"]["sampler"], noise, labels)
@@ -52,10 +73,37 @@ def generate_images(net, cfg: dict, seeds: torch.Tensor, device="cpu", vae=None)
     return to_uint8(x)
 
 
-def generate_all(net, cfg: dict, seeds: torch.Tensor, device="cpu", batch: int = 250) -> np.ndarray:
-    """`generate_images` over `seeds` in batches of `batch` (speed only: each image depends on its seed)."""
-    return np.concatenate([generate_images(net, cfg, seeds[i:i + batch], device)
-                           for i in range(0, len(seeds), batch)])
+@torch.no_grad()
+def generate_two_stage(net, cfg: dict, stage1, seeds: torch.Tensor, device="cpu") -> np.ndarray:
+    """Stage 2 from stage 1, both of the given seeds; returns (N, H, W, C) uint8.
+
+    `stage1` has `.net` and `.cfg` (dimr.sampling.two_stage.Stage1). Stage 1 makes image i from seed i
+    exactly as its own evaluation would (then rounded to uint8 like every scored image); stage 2 draws
+    from `stage_seed(seed, 2)`; both stages use the label of seed i.
+    """
+    labels = class_label(seeds, net.num_classes).to(device)
+    x_low = from_uint8(generate_images(stage1.net, stage1.cfg, seeds, device)).to(device)  # (N, C, h, w)
+    gens = [torch.Generator().manual_seed(stage_seed(s, 2)) for s in seeds]
+    d, s = cfg["diffusion"], cfg["sample"]
+    if d["process"]["type"] == "relay-blur":  # Relay Diffusion: from the nearest-upsampled image
+        x = sample_stage2(net, d["process"], s["relay"], x_low, labels, gens)
+    else:  # cascade (CDM §3): from pure noise, the upsampled image as extra input channels
+        cond = upsample(x_low, net.resolution, d["condition"]["upsample"])
+        noise = torch.stack([torch.randn((net.in_channels, net.resolution, net.resolution), generator=g)
+                             for g in gens]).to(device)
+        x = sample_from_noise(ConcatCondition(net, cond), d, s["sampler"], noise, labels, gens)
+    return to_uint8(x)
+
+
+def generate_all(net, cfg: dict, seeds: torch.Tensor, device="cpu", batch: int = 250,
+                 stage1=None) -> np.ndarray:
+    """`generate_images` over `seeds` in batches of `batch` (speed only: each image depends on its seed);
+    with `stage1`, `generate_two_stage`."""
+    def make(part):
+        return generate_images(net, cfg, part, device) if stage1 is None else \
+            generate_two_stage(net, cfg, stage1, part, device)
+
+    return np.concatenate([make(seeds[i:i + batch]) for i in range(0, len(seeds), batch)])
 
 
 class GeneratedImages:
@@ -65,8 +113,10 @@ class GeneratedImages:
     `sha256` is the hash of every image's bytes in seed order, as far as the first pass went.
     """
 
-    def __init__(self, net, cfg: dict, seeds: torch.Tensor, device="cpu", vae=None, keep: int = 0):
+    def __init__(self, net, cfg: dict, seeds: torch.Tensor, device="cpu", vae=None, keep: int = 0,
+                 stage1=None):
         self.net, self.cfg, self.seeds, self.device, self.vae, self.keep = net, cfg, seeds, device, vae, keep
+        self.stage1 = stage1  # a stage-2 network's stage 1 (dimr.sampling.two_stage.Stage1), or None
         self.held = np.zeros((0,), np.uint8)  # the first `keep` images, once made
         self._hash, self._hashed = hashlib.sha256(), 0
         self.seconds = 0.0  # wall time spent sampling
@@ -86,7 +136,10 @@ class GeneratedImages:
                 yield self.held[i:j]
                 continue
             t0 = time.perf_counter()
-            images = generate_images(self.net, self.cfg, self.seeds[i:j], self.device, self.vae)
+            if self.stage1 is None:
+                images = generate_images(self.net, self.cfg, self.seeds[i:j], self.device, self.vae)
+            else:
+                images = generate_two_stage(self.net, self.cfg, self.stage1, self.seeds[i:j], self.device)
             self.seconds += time.perf_counter() - t0
             if i == len(self.held) and i < self.keep:
                 part = images[: self.keep - i]
@@ -99,6 +152,11 @@ class GeneratedImages:
     def all(self, batch_size: int = 250) -> np.ndarray:
         """Every image, as one array (for samples.npz)."""
         return np.concatenate(list(self.batches(batch_size)))
+
+
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """NHWC uint8 -> [-1, 1] NCHW float32 (the data sets' scaling): how stage 2 sees a stage-1 image."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
