@@ -157,3 +157,28 @@ def test_unreadable_job_record_is_an_error_not_a_resubmission(tmp_path):
     res = run(launcher(tmp_path, ["true"]))
     assert res.returncode == 1 and "unreadable job record" in res.stderr and "delete it" in res.stderr
     assert not (tmp_path / "submitit").exists()
+
+
+def test_wait_believes_an_end_only_when_it_lasts(monkeypatch):
+    # A requeue passes through ended states (PREEMPTED, then PENDING): only a lasting end counts.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("submit", SUBMIT)
+    submit = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "submit", submit)
+    spec.loader.exec_module(submit)
+    monkeypatch.setattr(submit, "SETTLE_S", {"PREEMPTED": 0.3})
+    args = submit.parse_args(["--folder", "f", "--job-record", "r.json", "--timeout-min", "1",
+                              "--poll-s", "0.01", "--", "true"])
+
+    def states(*names):
+        seq = iter(names)
+        return lambda *a, **k: submit.Status(next(seq, names[-1]))
+
+    monkeypatch.setattr(submit, "stage_status", states("RUNNING", *["PREEMPTED"] * 5, "PENDING", "RUNNING",
+                                                       "COMPLETED"))
+    assert submit.wait(args, None, "1", None, {"signum": 0}).state == "COMPLETED"
+    monkeypatch.setattr(submit, "stage_status", states("RUNNING", "PREEMPTED"))  # cancelled on preemption
+    t0 = time.monotonic()
+    assert submit.wait(args, None, "1", None, {"signum": 0}).state == "PREEMPTED"
+    assert time.monotonic() - t0 >= 0.3

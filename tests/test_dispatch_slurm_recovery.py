@@ -4,11 +4,12 @@ ends with one job id per stage in accounting and the command's work done once.""
 
 import json
 import signal
+import subprocess
 import sys
 import time
 
 import pytest
-from test_dispatch_local import count, counter, run, starts
+from test_dispatch_local import REPO, count, counter, run, starts
 from test_dispatch_slurm import job_id, slurm_launcher, start, wait_until
 
 pytestmark = pytest.mark.slurm
@@ -109,3 +110,58 @@ def test_request_that_can_never_run_fails_fast_with_slurm_reason(slurm_cluster, 
     assert "PartitionTimeLimit" in res.stderr and "MaxTime" in res.stderr, res.stderr
     assert took < 30 and job_id(tmp_path) not in slurm_cluster.queue()
     print(f"\nimpossible request failed in {took:.1f} s")
+
+
+def log_lines(log) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def interrupt_after_progress(cluster, tmp_path, log, how: str, proc):
+    """Once the training log has grown, pre-empt the job (a whole-node high job) or scontrol-requeue it."""
+    seen = log_lines(log)
+    wait_until(lambda: log_lines(log) > seen, 120, f"progress before the {how}", proc)
+    jid = job_id(tmp_path / "slurm")
+    if how == "preempt":
+        cluster.run("sbatch", "-p", "high", "--exclusive", "-o", "/dev/null", "-J", f"hi-{tmp_path.name}",
+                    "--wrap", "sleep 1", check=True)
+    else:
+        cluster.run("scontrol", "requeue", jid, check=True)
+    wait_until(lambda: cluster.run("squeue", "-h", "-j", jid, "-o", "%T").stdout.strip() != "RUNNING",
+               90, f"the {how} to stop the job", proc)
+
+
+def test_chaos_interrupted_training_equals_an_uninterrupted_run_bit_for_bit(slurm_cluster, tmp_path):
+    # Real `dimr train`, interrupted whenever it has made progress: pre-empted by a high-priority job
+    # (USR2), requeued by scontrol (SIGTERM), pre-empted again. One job id; the same weights as a run
+    # nobody touched (one thread each: the thread count changes float reduction order).
+    import torch
+
+    spec = ["--preset", "tiny-dimr-2r", "--set", "train.total_kimg=1", "--set", "train.batch_size=32",
+            "--set", "train.log_kimg=0.1", "--set", "train.checkpoint_kimg=0.25"]
+    env = {**slurm_cluster.env, "OMP_NUM_THREADS": "1"}
+    dimr = [sys.executable, "-m", "dimr.cli", "train"]
+    reference = subprocess.Popen([*dimr, str(tmp_path / "local"), *spec], env=env, cwd=REPO,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run_dir, t0 = tmp_path / "slurm" / "run", time.monotonic()
+    proc = subprocess.Popen(slurm_launcher(tmp_path / "slurm", [*dimr, str(run_dir), *spec], "--expect",
+                                           str(run_dir / "network-final.pt")),
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = run_dir / "training_log.jsonl"
+    for how in ("preempt", "requeue", "preempt"):
+        interrupt_after_progress(slurm_cluster, tmp_path, log, how, proc)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, f"{out}\n{err}"
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    print(f"\nchaos: 3 interruptions, trained in {time.monotonic() - t0:.0f} s")
+    jid = job_id(tmp_path / "slurm")
+    assert slurm_cluster.sacct_ids("t-slurm") == [jid]
+    job_log = (tmp_path / "slurm" / "submitit" / f"{jid}_0_log.out").read_text()
+    assert job_log.count(f"resuming {run_dir}") == 3, job_log[-3000:]  # three restarts, each resumed
+    steps = [json.loads(ln)["step"] for ln in log.read_text().splitlines()]
+    assert steps == sorted(set(steps)), steps  # the training log is continuous: no step twice, none lost
+    got, want = (torch.load(d / "network-final.pt", weights_only=False)
+                 for d in (run_dir, tmp_path / "local"))
+    assert got["cur_nimg"] == want["cur_nimg"]
+    for key in ("ema", "model"):
+        for name, tensor in want[key].items():
+            assert torch.equal(got[key][name], tensor), (key, name)

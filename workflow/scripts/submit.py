@@ -62,6 +62,9 @@ NEVER_RUNS = {
     "QOSMaxWallDurationPerJobLimit": "the runtime exceeds the QOS limit: lower the rule's runtime",
     "AssocMaxWallDurationPerJobLimit": "the runtime exceeds your association's limit: lower the runtime",
 }
+# How long an end must last to be believed: a pre-empted job is requeued (same id) a moment later,
+# unless the site cancels pre-empted jobs.
+SETTLE_S = {"PREEMPTED": 60.0}
 SETUP_SH = Path(__file__).resolve().parents[2] / "tools" / "setup.sh"  # home of the Debian package list
 LAUNCHERS_ENV = "DIMR_LAUNCHERS"  # a folder where each launcher leaves its PID (workflow/rules/common.smk)
 
@@ -468,6 +471,8 @@ def decide(args, stage: Stage):
     if status.state == "UNKNOWN":  # rather stop than risk running the same job twice
         sys.exit(f"submit.py: cannot ask SLURM about job {jid} (recorded in {args.job_record}): "
                  f"{status.reason}; is SLURM_CONF set and the controller up?")
+    if status.state in SETTLE_S:  # may be requeued: wait and see (wait() settles it)
+        status = Status("PENDING", status.state)
     if status.active and not same:
         sys.exit(f"submit.py: job {jid} recorded in {args.job_record} runs another command "
                  f"({shlex.join(rec.get('command', []))}) and is {status.state}; cancel it "
@@ -523,7 +528,7 @@ def submit(args, stage: Stage):
 
 
 def wait(args, stage: Stage, jid: str, job, stop: dict) -> Status:
-    """Poll until the job is over (seen ended twice in a row: states can flicker during a requeue)."""
+    """Poll until the job is over: an end seen twice in a row (a requeue passes through ended states)."""
     pending_since, reported, ended = time.monotonic(), None, None
     while True:
         if stop["signum"]:
@@ -542,12 +547,12 @@ def wait(args, stage: Stage, jid: str, job, stop: dict) -> Status:
             pending_since = time.monotonic()
         if status.active or status.state == "UNKNOWN":
             ended = None
-        elif ended is not None and ended.state == status.state:
-            return status
-        else:
-            ended = status
+        elif ended is None or ended[0] != status.state:
+            ended = (status.state, time.monotonic())
             time.sleep(min(2.0, args.poll_s))
             continue
+        elif time.monotonic() - ended[1] >= SETTLE_S.get(status.state, 0.0):
+            return status
         time.sleep(args.poll_s)
 
 
