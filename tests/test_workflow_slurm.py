@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slurm
 JOB = "gpus=1,nodes=1,cpus_per_task=1,mem_mb=2000,runtime=15"
 RULES = ("fidnet", "reference", "train", "curve", "evaluate", "evaluate_baseline")
 RESOURCES = [f"{rule}:{kv}" for rule in RULES for kv in JOB.split(",")]
+LAUNCHER = "launcher={poll_s: 1}"  # the launchers ask squeue every second (15 s on a real cluster)
 
 
 def test_micro_study_through_the_slurm_profile(slurm_cluster, tmp_path):
@@ -24,7 +25,7 @@ def test_micro_study_through_the_slurm_profile(slurm_cluster, tmp_path):
     # Typed in the repository root, `--profile slurm` finds ./slurm/config.yaml; its configfile
     # (config/slurm.yaml) sets dispatch: slurm and scale: paper; --config keeps dispatch, sets the scale.
     cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--directory", str(workdir),
-           "--config", "scale=tiny", "--cores", "2", "--set-resources", *RESOURCES]
+           "--config", "scale=tiny", LAUNCHER, "--cores", "2", "--set-resources", *RESOURCES]
     t0 = time.perf_counter()
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=170, env=slurm_cluster.env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-4000:]
@@ -52,7 +53,7 @@ def test_signal_to_snakemakes_pid_cancels_its_jobs(slurm_cluster, tmp_path, sign
     # `kill -INT PID` / `kill -TERM PID` reach Snakemake alone (not its process group, as Ctrl-C does).
     workdir = micro_workdir(tmp_path)
     cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--directory", str(workdir),
-           "--config", "scale=tiny", "--cores", "2", "--set-resources", *RESOURCES]
+           "--config", "scale=tiny", LAUNCHER, "--cores", "2", "--set-resources", *RESOURCES]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=slurm_cluster.env, start_new_session=True)
     try:
@@ -79,7 +80,7 @@ def test_hard_killed_workflow_rerun_submits_nothing_twice(slurm_cluster, tmp_pat
     # (rerun-incomplete deletes those jobs' outputs first) re-attaches or puts the outputs back.
     workdir = micro_workdir(tmp_path)
     cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--directory", str(workdir),
-           "--config", "scale=tiny", "--cores", "2", "--set-resources", *RESOURCES]
+           "--config", "scale=tiny", LAUNCHER, "--cores", "2", "--set-resources", *RESOURCES]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=slurm_cluster.env, start_new_session=True)
     deadline = time.monotonic() + 120

@@ -43,7 +43,8 @@ validate(config, "../schemas/config.schema.json")  # fills in the default of eve
 
 PYTHON = sys.executable  # the environment Snakemake runs in also runs the jobs (and the launcher)
 DIMR = f"{PYTHON} -m dimr.cli"
-LAUNCHER = f"{PYTHON} {SCRIPTS}/submit.py --executor {config['dispatch']}"
+LAUNCHER = f"{PYTHON} {SCRIPTS}/submit.py --executor {config['dispatch']}" + "".join(
+    f" --{key.replace('_', '-')} {value}" for key, value in config["launcher"].items() if value is not None)
 SCALE = config["scale"]
 
 # Files the prepare rules build, merged under the site paths: the tiny scale's metrics use a feature

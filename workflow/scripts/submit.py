@@ -553,7 +553,7 @@ def wait(args, stage: Stage, jid: str, job, stop: dict) -> Status:
             continue
         elif time.monotonic() - ended[1] >= SETTLE_S.get(status.state, 0.0):
             return status
-        time.sleep(args.poll_s)
+        time.sleep(args.poll_s if args.executor == "slurm" else min(1.0, args.poll_s))  # local: cheap to ask
 
 
 def report(args, jid: str, job, status: Status) -> int:
