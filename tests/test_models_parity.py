@@ -184,3 +184,20 @@ def test_td_rmsnorm_is_zero_safe_and_keeps_the_mean_square_forward():
     x.grad = None
     (x / (x.pow(2).mean(-1, keepdim=True).sqrt() + 1e-8)).square().sum().backward()
     assert torch.isnan(x.grad[1, 3]).all()  # the old formula (the test could fail)
+
+
+def test_tiny_presets_use_fixed_sincos_positions_and_paper_presets_keep_the_official_table():
+    from dimr.models.layers import sincos_pos_embed
+
+    for name, preset in PRESETS.items():
+        official = "sincos" if preset["type"] == "transformer" and not preset["class_token"] else "learned"
+        assert preset["pos_embed"] == ("sincos" if name.startswith("tiny-") else official), name
+    model = build_model(resolve_model_config("tiny-dimr"))
+    names = {n for n, _ in model.named_parameters()}
+    assert not any("pos_embed" in n for n in names)  # a buffer, not trained
+    for b in model.branches:
+        assert torch.equal(b.pos_embed, sincos_pos_embed(b.pos_embed.shape[-1], b.grid))
+    learned = build_model(resolve_model_config("tiny-dimr", {"pos_embed": "learned"}))
+    assert sum("pos_embed" in n for n, _ in learned.named_parameters()) == len(learned.branches)
+    with pytest.raises(ConfigError, match="pos_embed"):
+        resolve_model_config("tiny-dimr", {"pos_embed": "rope"})

@@ -48,6 +48,7 @@ class MRNConfig:
     gelu_approximate: str = "none"  # MLP GELU: "none" (exact; official nn.GELU()) | "tanh" (DiT's)
     init: str = "trunc-normal"  # "trunc-normal" (0.02, official Linear) | "dit" (as in TransformerConfig)
     label_embed_init: str = "trunc-normal"  # class tables (as TransformerConfig); official Embedding: 0.02
+    pos_embed: str = "learned"  # every branch's positions: "learned" (official, trunc-normal 0.02) | "sincos"
 
     def validate(self, where: str = ""):
         """Check values (types are checked by from_dict)."""
@@ -59,6 +60,7 @@ class MRNConfig:
         _choice("mlp", self.mlp, MLP_TYPES)
         _choice("conditioning", self.conditioning, tuple(CONDITIONINGS))
         _choice("cascade_features", self.cascade_features, ("all", "last"))
+        _choice("pos_embed", self.pos_embed, ("learned", "sincos"))
         _choice("cascade_merge", self.cascade_merge, ("add", "concat"))
         _choice("output_heads", self.output_heads, ("all", "last"))
         rows = zip(self.block_types, self.widths, self.depths, self.heads, self.patch_sizes)

@@ -18,6 +18,7 @@ from dimr.models.layers import (
     init_patch_embed_as_linear,
     patchify_tokens,
     pixel_shuffle_tokens,
+    sincos_pos_embed,
 )
 from dimr.models.td_layernorm import TimeDependentParameter, make_norm, td_nodecay_names
 
@@ -46,7 +47,10 @@ class Branch(nn.Module):
         D, p, kind = cfg.widths[r], cfg.patch_sizes[r], cfg.block_types[r]
         self.kind, self.grid = kind, cfg.resolution // p
         self.patch_embed = nn.Conv2d(cfg.in_channels + cfg.cond_channels, D, kernel_size=p, stride=p)
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid * self.grid, D))
+        if cfg.pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.grid * self.grid, D))
+        else:  # fixed 2-D sin-cos table (DiT/MAE), the same for every run
+            self.register_buffer("pos_embed", sincos_pos_embed(D, self.grid), persistent=False)
         # Class: a prepended token in every transformer branch (official Stage.class_embeds). ConvNeXt
         # branches see it through the cascade; a ConvNeXt *first* branch (Table 3) has no cascade, so it adds
         # the class embedding to every position instead (a choice: the conv analogue of a token).
@@ -77,7 +81,7 @@ class Branch(nn.Module):
 
     def forward(self, x, low, c, e, y, collect: bool):
         """Return (prediction or None, features for the next branch's cascade: all, or the last block's)."""
-        h = patchify_tokens(self.patch_embed(x)) + self.pos_embed  # (N, L, D)
+        h = patchify_tokens(self.patch_embed(x)) + self.pos_embed.to(x.dtype)  # (N, L, D)
         if low is not None:
             h = self.merge(torch.cat([h, low], -1)) if self.merge is not None else h + low  # (N, L, D)
         extras = []
@@ -137,7 +141,8 @@ class MRN(nn.Module):
             elif isinstance(m, TimeDependentParameter):
                 m.reset_parameters()  # p0 = p1, w = b = 0: TD-LN starts as plain LN
         for b in self.branches:
-            nn.init.trunc_normal_(b.pos_embed, std=0.02)
+            if isinstance(b.pos_embed, nn.Parameter):
+                nn.init.trunc_normal_(b.pos_embed, std=0.02)
         if self.cfg.init == "dit":  # DiT models.py initialize_weights, applied to every branch
             for b in self.branches:
                 init_patch_embed_as_linear(b.patch_embed)

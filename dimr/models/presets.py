@@ -96,13 +96,16 @@ PRESETS: dict[str, dict] = {
     # abstract's 16.88% fewer than DiT-XL/2's 675M, where depth 30 (the DiffiT class default) gives 601M.
     "diffit-xl-2":         _tf(LAT256, 2,    1152, 28,   16,   "tmsa",        "diffit"),
     # ---- tiny Fashion-MNIST presets: the roadmap rows of Table 1 (row 6 = tiny-dimr + multi-scale loss) ----
-    "tiny-uvit":           _tf(FMNIST, 4,    64,   5,    4,    "time-token",  "uvit"),
-    "tiny-uvit-adaln-zero": _tf(FMNIST, 4,   64,   5,    4,    "adaln-zero",  "uvit"),
-    "tiny-mrn-adaln-zero": _mrn(FMNIST, _TINY3R,  "gelu", "adaln-zero"),
-    "tiny-mrn-tdln":       _mrn(FMNIST, _TINY3R,  "gelu", "td-ln"),
-    "tiny-dimr":           _mrn(FMNIST, _TINY3R,  "glu",  "td-ln"),
+    # Every tiny preset takes fixed sin-cos positions (DiT's), not the official learned table: learned
+    # positions start at trunc-normal(0.02) and, within a 100-kimg run, some seeds never learn to use
+    # them (U-ViT, search seed 101: FID 97 learned vs 50 sin-cos, unguided; docs/TINY_RECIPE.md).
+    "tiny-uvit":           _tf(FMNIST, 4,    64,   5,    4,    "time-token",  "uvit", pos_embed="sincos"),
+    "tiny-uvit-adaln-zero": _tf(FMNIST, 4,   64,   5,    4,    "adaln-zero",  "uvit", pos_embed="sincos"),
+    "tiny-mrn-adaln-zero": _mrn(FMNIST, _TINY3R,  "gelu", "adaln-zero", pos_embed="sincos"),
+    "tiny-mrn-tdln":       _mrn(FMNIST, _TINY3R,  "gelu", "td-ln",      pos_embed="sincos"),
+    "tiny-dimr":           _mrn(FMNIST, _TINY3R,  "glu",  "td-ln",      pos_embed="sincos"),
     # ---- further tiny ablation presets ----
-    "tiny-dimr-2r":        _mrn(FMNIST, _TINY2R,  "glu",  "td-rmsnorm"),
+    "tiny-dimr-2r":        _mrn(FMNIST, _TINY2R,  "glu",  "td-rmsnorm", pos_embed="sincos"),
     "tiny-dit":            _tf(FMNIST, 4,    64,   5,    4,    "adaln-zero",  "dit", learn_sigma=False),
     "tiny-diffit":         _tf(FMNIST, 4,    64,   5,    4,    "tmsa",        "diffit", learn_sigma=False),
 }
