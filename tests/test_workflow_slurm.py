@@ -103,6 +103,11 @@ def test_hard_killed_workflow_rerun_submits_nothing_twice(slurm_cluster, tmp_pat
     check_micro_results(workdir)
     assert json.loads(train_record.read_text())["job_id"] == train_id
     assert "put back" in (train_record.parent / "logs" / "train.log").read_text()
-    for record in workdir.rglob("job-*.json"):  # every stage: one job in accounting, however it ended
-        name = json.loads(record.read_text())["name"]
-        assert len(slurm_cluster.sacct_ids(name)) == 1, (record, slurm_cluster.sacct_ids(name))
+    # Every stage: one job in accounting, however it ended (other tests of the session share job names).
+    out = slurm_cluster.run("sacct", "-n", "-X", "-P", "-D", "-o", "JobName,JobID,WorkDir", check=True).stdout
+    ids = {}
+    for name, jid, where in (ln.split("|") for ln in out.splitlines()):
+        if where == str(workdir):
+            ids.setdefault(name, set()).add(jid)
+    names = {json.loads(r.read_text())["name"] for r in workdir.rglob("job-*.json")}
+    assert names == set(ids) and all(len(v) == 1 for v in ids.values()), ids

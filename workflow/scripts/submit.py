@@ -611,7 +611,7 @@ def job_handle(args, jid: str, tasks: int):
     return None
 
 
-def register(stop: dict):
+def register():
     """Leave this launcher's PID where the workflow's signal handler finds it (kill -TERM snakemake)."""
     folder = os.environ.get(LAUNCHERS_ENV)
     if not folder:
@@ -634,7 +634,7 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    registered = register(stop)
+    registered = register()
     try:
         return _main(args, stage, stop)
     except Fail as e:
