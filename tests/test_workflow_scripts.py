@@ -321,3 +321,11 @@ def test_scripts_main_with_the_rules_inputs_params_and_outputs(runs, tmp_path):
         params=SimpleNamespace(study=STUDY))
     figures.main(fig)
     assert all(Path(f"{out}/{name}.png").stat().st_size > 0 for name in figures.FIGURES)
+
+
+def test_protocol_note_names_the_sampler_and_the_guidance(long_table):
+    note = tables.protocol_note(long_table)
+    assert "sampler dpmpp-2m, 10 steps" in note and "guidance" not in note  # fixture: no guidance key
+    guided = long_table.assign(**{"protocol.guidance.scale": 1.5})
+    assert "classifier-free guidance s = 1.5" in tables.protocol_note(guided)
+    assert "no guidance" in tables.protocol_note(long_table.assign(**{"protocol.guidance.scale": 0.0}))

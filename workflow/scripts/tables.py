@@ -15,6 +15,9 @@ from stats_intervals import paired_delta, t_interval
 METRICS = {"fid": "FID ↓", "accuracy": "Accuracy ↑", "is_mean": "IS ↑", "precision": "Precision ↑",
            "recall": "Recall ↑", "clean_fid_rel_diff": "clean-fid rel. diff."}
 DIGITS = {"precision": 3, "recall": 3, "accuracy": 3, "clean_fid_rel_diff": 4}  # the others: 2
+# What a row cost, where its metrics record it: training images of every network behind its samples
+# and network evaluations per sample (both stages of a cascade or relay row).
+COST_COLUMNS = {"protocol.total_kimg": "Train kimg (all stages)", "nfe": "NFE"}
 LEVEL = 0.95
 MARK = "*"  # after a ΔFID whose interval excludes 0
 LEARNED_FACTOR = 10  # a run has learned when its FID is at least this many times below uniform noise's
@@ -142,6 +145,10 @@ def variant_rows(df: pd.DataFrame, shown: list[str]) -> list[dict]:
         first = s.iloc[0]
         row = {"Variant": first["label"], "Params (M)": number(first["params"] / 1e6, ".2f"),
                "GMACs": number(first["gmacs"], ".3g")}
+        for col, name in COST_COLUMNS.items():  # two-stage rows count both networks (metrics protocol)
+            if col in runs.columns and runs[col].notna().any():
+                values = runs.loc[runs["variant"] == variant, col].dropna()
+                row[name] = number(float(values.iloc[0]) if len(values) else None, ".0f")
         for m in shown:
             row[METRICS[m]] = DASH
             if m in s.index:
@@ -206,6 +213,9 @@ def protocol_note(df: pd.DataFrame) -> str:
     sampler, steps = distinct(runs, "protocol.sampler"), distinct(runs, "protocol.steps")
     if sampler:
         parts.append(f"sampler {sampler}" + (f", {steps} steps" if steps else ""))
+    scale = distinct(runs, "protocol.guidance.scale")
+    if scale:  # classifier-free guidance changes every metric: say it next to the sampler
+        parts.append("no guidance" if scale in ("0", "0.0") else f"classifier-free guidance s = {scale}")
     return "Protocol: " + "; ".join(parts) + "."
 
 
