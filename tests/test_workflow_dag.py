@@ -79,7 +79,8 @@ def test_lint_leaves_only_deliberate_choices(workdir):
 
 def distinct_trainings(scale: str) -> tuple[int, int]:
     """(runs, distinct training specs) of every study at `scale`: runs whose specs agree outside the sample
-    and evaluate sections train one network (computed from the study files, without dimr)."""
+    and evaluate sections train one network (computed from the study files, without dimr); a two-stage
+    run's stage-1 network is one more training spec."""
     import json
 
     from dimr import studies as study_files
@@ -93,6 +94,9 @@ def distinct_trainings(scale: str) -> tuple[int, int]:
             runs += 1
             specs.add(json.dumps({k: v for k, v in spec.items() if k not in ("name", "sample", "evaluate")},
                                  sort_keys=True))
+            stage1 = study_files.stage1_spec(study, run, {})
+            if stage1 is not None:
+                specs.add(json.dumps({k: v for k, v in stage1.items() if k != "name"}, sort_keys=True))
     return runs, len(specs)
 
 

@@ -18,6 +18,7 @@ from .fashion_mnist import (
     SPLITS,
     FashionMNIST,
     check_resolution,
+    check_upsample,
     fit_resolution,
     load_fashion_mnist,
 )
@@ -38,6 +39,7 @@ class DataConfig:
     latents: str | None = None      # file written by `dimr latents` (type latents)
     vae: str | None = None          # diffusers AutoencoderKL folder, to decode samples of latent models
     num_classes: int | None = None  # None: taken from the data; set: checked against it
+    upsample: int = 1               # fashion-mnist: the side/upsample image, each pixel k×k (fit_resolution)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DataConfig":
@@ -49,6 +51,10 @@ class DataConfig:
             raise ConfigError(f"unknown {where}.type {self.type!r}; valid: {list(DATASET_TYPES)}")
         if self.type == "latents" and not self.latents:
             raise ConfigError(f"{where}.type 'latents' needs `{where}.latents` (written by `dimr latents`)")
+        if self.upsample != 1:
+            if self.type != "fashion-mnist":
+                raise ConfigError(f"{where}.upsample: Fashion-MNIST only (got type {self.type!r}); remove it")
+            check_upsample(self.resolution, self.upsample)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -67,7 +73,7 @@ def build_dataset(cfg, split: str = "train"):
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid: {sorted(SPLITS)}")
     if cfg.type == "fashion-mnist":
-        ds = FashionMNIST(cfg.root, split, cfg.resolution, cfg.hflip and split == "train")
+        ds = FashionMNIST(cfg.root, split, cfg.resolution, cfg.hflip and split == "train", cfg.upsample)
     elif split != "train":  # ImageNet references are ADM's reference batches, not a split of ours
         raise ConfigError(
             f"data.type {cfg.type!r} has only a 'train' split; metrics use reference statistics")

@@ -85,27 +85,42 @@ def check_resolution(resolution: int) -> int:
     return resolution
 
 
-def fit_resolution(images: np.ndarray, resolution: int) -> np.ndarray:
-    """uint8 (N, 28, 28) -> (N, R, R): below 28, 2×2 area down-sampling to 14 first; then padding.
+def fit_resolution(images: np.ndarray, resolution: int, upsample: int = 1) -> np.ndarray:
+    """uint8 (N, 28, 28) -> (N, R, R): below 28, 2×2 area down-sampling to 14 first; then padding; with
+    `upsample` k, the image of side R/k so made, each pixel repeated k×k (nearest up-sampling).
 
     Padding is background (0). The down-sampled pixel is the rounded 2×2 mean, so the training data,
-    the reference statistics and every metric see the same uint8 images.
+    the reference statistics and every metric see the same uint8 images. Up-sampled, a k×k average pool
+    gives back the R/k image exactly (a high-resolution image with the information of a low one: simple
+    diffusion's setting, Hoogeboom et al. 2023 §2).
     """
-    check_resolution(resolution)
-    if resolution < SIZE:
+    check_upsample(resolution, upsample)
+    side = check_resolution(resolution // upsample)
+    if side < SIZE:
         n = len(images)
         mean = images.reshape(n, SIZE // 2, 2, SIZE // 2, 2).astype(np.uint16).sum((2, 4))
         images = ((mean + 2) // 4).astype(np.uint8)  # round half up, exactly in integers
-    p = (resolution - images.shape[-1]) // 2
-    return np.pad(images, ((0, 0), (p, p), (p, p)))
+    p = (side - images.shape[-1]) // 2
+    images = np.pad(images, ((0, 0), (p, p), (p, p)))
+    return images.repeat(upsample, axis=1).repeat(upsample, axis=2) if upsample > 1 else images
+
+
+def check_upsample(resolution: int, upsample: int) -> int:
+    """A positive integer factor that divides the resolution."""
+    if not isinstance(upsample, int) or isinstance(upsample, bool) or upsample < 1 or resolution % upsample:
+        raise ConfigError(f"Fashion-MNIST upsample must be a positive integer dividing the resolution "
+                          f"{resolution} (64 with upsample 2: the 32-px image, each pixel 2×2), "
+                          f"got {upsample!r}")
+    return upsample
 
 
 class FashionMNIST(Dataset):
     """Fashion-MNIST as (x float32 (1, R, R) in [-1, 1], y long); see `fit_resolution`."""
 
-    def __init__(self, root=DEFAULT_ROOT, split: str = "train", resolution: int = 32, hflip: bool = False):
+    def __init__(self, root=DEFAULT_ROOT, split: str = "train", resolution: int = 32, hflip: bool = False,
+                 upsample: int = 1):
         images, labels = load_fashion_mnist(root, split)
-        images = fit_resolution(images, resolution)
+        images = fit_resolution(images, resolution, upsample)
         self.images = torch.from_numpy(images).float().div(127.5).sub(1.0)[:, None]  # (N, 1, R, R)
         self.labels = torch.from_numpy(labels.copy())  # (N,) int64
         self.resolution, self.hflip = resolution, hflip

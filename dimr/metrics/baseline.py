@@ -31,7 +31,8 @@ def baseline_images(kind: str, cfg: dict, n: int) -> tuple[np.ndarray, np.ndarra
         images, labels = load_fashion_mnist(data["root"], "test")
         if n > len(images):
             raise ConfigError(f"baseline real-test: {n} images asked, the test split has {len(images)}")
-        return pad_to_resolution(images[:n], data["resolution"]), labels[:n].astype(np.int64)
+        images = pad_to_resolution(images[:n], data["resolution"], data.get("upsample", 1))
+        return images, labels[:n].astype(np.int64)
     if kind == "uniform-noise":
         r = data["resolution"]  # the image side (latent models: of the decoded image)
         c = 1 if data["type"] == "fashion-mnist" else 3  # latent models are scored on decoded RGB pixels

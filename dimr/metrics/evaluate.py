@@ -265,7 +265,7 @@ def clean_fid_reference(ref, num: int):
     if not src.get("data"):
         raise ConfigError(f"reference {ref.path} records no source images; the clean-fid check needs them")
     images, _ = reference_images(src["data"], src.get("split", "train"), src.get("root"), num,
-                                 src.get("resolution", 32))
+                                 src.get("resolution", 32), src.get("upsample", 1))
     if not isinstance(images, np.ndarray):
         images = next(images.batches(num, limit=num))
     return images, {**src, "num": len(images)}

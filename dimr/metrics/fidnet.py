@@ -33,9 +33,9 @@ FORMAT = "dimr-fidnet-v1"
 WEIGHTS_FILE, INFO_FILE = "fidnet.pt", "fidnet.json"
 
 
-def pad_to_resolution(images: np.ndarray, resolution: int = RESOLUTION) -> np.ndarray:
+def pad_to_resolution(images: np.ndarray, resolution: int = RESOLUTION, upsample: int = 1) -> np.ndarray:
     """uint8 (N, 28, 28) -> (N, R, R, 1): the images `FashionMNIST` trains on, as uint8."""
-    return fit_resolution(images, resolution)[..., None]
+    return fit_resolution(images, resolution, upsample)[..., None]
 
 
 # ----------------------------------------------------------------------------
@@ -173,13 +173,14 @@ def accuracy(net: FashionNet, images: np.ndarray, labels: np.ndarray, device, ba
 
 def train_fidnet(out_dir, epochs: int = 2, seed: int = 0, num_train: int | None = None,
                  num_test: int | None = None, batch_size: int = 256, lr: float = 2e-3, root=None,
-                 device="cpu", resolution: int = RESOLUTION, log=print) -> dict:
+                 device="cpu", resolution: int = RESOLUTION, log=print, upsample: int = 1) -> dict:
     """Train on the train split, measure test accuracy, write fidnet.pt and fidnet.json; return the json."""
     root = root or DEFAULT_ROOT
     x_train, y_train = load_fashion_mnist(root, "train")
     x_test, y_test = load_fashion_mnist(root, "test")
     num_train = len(x_train) if num_train is None else min(num_train, len(x_train))
-    x_train = torch.from_numpy(pad_to_resolution(x_train[:num_train], resolution)).permute(0, 3, 1, 2)
+    x_train = pad_to_resolution(x_train[:num_train], resolution, upsample)
+    x_train = torch.from_numpy(x_train).permute(0, 3, 1, 2)
     y_train = torch.from_numpy(y_train[:num_train].copy())
     device = torch.device(device)
     start = time.perf_counter()
@@ -205,7 +206,7 @@ def train_fidnet(out_dir, epochs: int = 2, seed: int = 0, num_train: int | None 
         net.eval()
     train_seconds = time.perf_counter() - start
     num_test = len(x_test) if num_test is None else min(num_test, len(x_test))
-    acc = accuracy(net, pad_to_resolution(x_test[:num_test], resolution), y_test[:num_test], device)
+    acc = accuracy(net, pad_to_resolution(x_test[:num_test], resolution, upsample), y_test[:num_test], device)
     out_dir = Path(out_dir)
     weights = out_dir / WEIGHTS_FILE
     state = {k: v.cpu() for k, v in net.state_dict().items()}
@@ -215,6 +216,7 @@ def train_fidnet(out_dir, epochs: int = 2, seed: int = 0, num_train: int | None 
         "epochs": epochs, "seed": seed, "num_train": num_train, "num_test": num_test,
         "batch_size": batch_size, "lr": lr,
         "feature_dim": net.arch["feature_dim"], "resolution": resolution,
+        **({"upsample": upsample} if upsample > 1 else {}),
         "train_seconds": round(train_seconds, 2),
         "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "data_root": str(root),
@@ -247,10 +249,11 @@ def add_arguments(p):
     p.add_argument("--device", default="cpu", help="cpu or cuda (results differ between devices)")
     p.add_argument("--resolution", type=int, default=RESOLUTION,
                    help="image side: the diffusion models' data.resolution (32 padded, 16 down-sampled)")
+    p.add_argument("--upsample", type=int, default=1, help="the models' data.upsample (nearest factor)")
 
 
 def run(args) -> int:
     train_fidnet(args.out_dir, epochs=args.epochs, seed=args.seed, num_train=args.num_train,
                  num_test=args.num_test, root=args.data_root, device=args.device,
-                 resolution=args.resolution)
+                 resolution=args.resolution, upsample=args.upsample)
     return 0

@@ -20,13 +20,14 @@ from dimr.metrics.stats import save_stats
 
 
 def reference_images(data: str, split: str = "train", root=None, num: int | None = None,
-                     resolution: int = RESOLUTION):
+                     resolution: int = RESOLUTION, upsample: int = 1):
     """(uint8 images or `NpzImages`, source description) of a data set name or an images .npz."""
     if data == "fashion-mnist":
         root = root or DEFAULT_ROOT
         images, _ = load_fashion_mnist(root, split)
-        return pad_to_resolution(images[:num], resolution), {"data": data, "split": split, "root": str(root),
-                                                             "resolution": resolution}
+        return pad_to_resolution(images[:num], resolution, upsample), {
+            "data": data, "split": split, "root": str(root), "resolution": resolution,
+            **({"upsample": upsample} if upsample > 1 else {})}
     path = Path(data)
     if path.suffix != ".npz":
         raise ConfigError(f"--data {data!r}: expected 'fashion-mnist' or an .npz with arr_0 (N, H, W, C)")
@@ -58,6 +59,7 @@ def add_arguments(p):
     p.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder (default Debian's)")
     p.add_argument("--resolution", type=int, default=RESOLUTION,
                    help="Fashion-MNIST image side (the models' data.resolution: 32 padded, 16 down-sampled)")
+    p.add_argument("--upsample", type=int, default=1, help="the models' data.upsample (nearest factor)")
     p.add_argument("--num", type=int, default=None, help="use the first N images (default all)")
     p.add_argument("--num-pr", type=int, default=10000, help="features kept for precision/recall")
     p.add_argument("--extractor", default="fmnist-net", choices=["fmnist-net", "inception-v3-compat"])
@@ -69,7 +71,8 @@ def add_arguments(p):
 
 def run(args) -> int:
     extractor = Extractor(args.extractor, args.extractor_weights, args.extractor_sha256, args.device)
-    source, meta = reference_images(args.data, args.split, args.data_root, args.num, args.resolution)
+    source, meta = reference_images(args.data, args.split, args.data_root, args.num, args.resolution,
+                                    args.upsample)
     out = make_reference(args.out, extractor, source, meta, args.num, args.num_pr, args.batch_size)
     print(f"reference: {out['num']} images, extractor {out['extractor']} -> {args.out}")
     return 0

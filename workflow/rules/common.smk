@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -48,12 +49,43 @@ LAUNCHER = f"{PYTHON} {SCRIPTS}/submit.py --executor {config['dispatch']}" + "".
 SCALE = config["scale"]
 
 # Files the prepare rules build, merged under the site paths: the tiny scale's metrics use a feature
-# net trained here on Fashion-MNIST (Inception features mean nothing on it).
-FIDNET = "work/fidnet/fidnet.pt"
-REFERENCE = "work/reference/fashion-mnist-train.npz"
-PREPARED_SITE = {"tiny-fmnist": {"evaluate": {"extractor_weights": FIDNET, "reference": REFERENCE}}}
-PREPARED_FILES = {FIDNET, REFERENCE}
-SITE = deep_merge(PREPARED_SITE, config["site"])
+# net trained here on Fashion-MNIST at the run's data side (Inception features mean nothing on it), and
+# its statistics of the train split. The feature net is side-specific: one pair per (resolution, upsample).
+FMNIST_RESOLUTION = RECIPES["tiny-fmnist"]["data"]["resolution"]
+
+
+def prepared_tag(resolution: int, upsample: int = 1) -> str:
+    return f"{resolution}px" + (f"-up{upsample}" if upsample > 1 else "")
+
+
+def prepared_paths(resolution: int, upsample: int = 1) -> tuple[str, str]:
+    """(feature net, train-split statistics) of Fashion-MNIST at one side. The recipe's own side keeps
+    its first paths: they are part of the identity of every evaluation made with them."""
+    if (resolution, upsample) == (FMNIST_RESOLUTION, 1):
+        return "work/fidnet/fidnet.pt", "work/reference/fashion-mnist-train.npz"
+    tag = prepared_tag(resolution, upsample)
+    return f"work/fidnet-{tag}/fidnet.pt", f"work/reference/fashion-mnist-{tag}-train.npz"
+
+
+FIDNET, REFERENCE = prepared_paths(FMNIST_RESOLUTION)
+PREPARED_PATTERN = re.compile(r"work/fidnet(-\d+px(-up\d+)?)?/fidnet\.pt"
+                              r"|work/reference/fashion-mnist-.+\.npz")
+
+
+def is_prepared(path) -> bool:
+    """A file the prepare rules build (never a site path to check before training)."""
+    return isinstance(path, str) and PREPARED_PATTERN.fullmatch(path) is not None
+
+
+def site_of(spec: dict) -> dict:
+    """Site paths under a run spec (dimr.studies.site_paths): config `site` of its recipe over, for the
+    tiny recipe, the prepared feature net and statistics of its data side."""
+    paths = config["site"].get(spec["recipe"], {})
+    if spec["recipe"] != "tiny-fmnist":
+        return paths
+    data = deep_merge(RECIPES["tiny-fmnist"]["data"], spec.get("data", {}))
+    fidnet, reference = prepared_paths(data["resolution"], data.get("upsample", 1))
+    return deep_merge({"evaluate": {"extractor_weights": fidnet, "reference": reference}}, paths)
 
 
 wildcard_constraints:
@@ -65,6 +97,8 @@ wildcard_constraints:
     variant=r"[a-z0-9][a-z0-9_.-]*",
     kind=r"real-test|uniform-noise",
     seed=r"\d+",
+    split=r"train|test",
+    px=r"\d+px(?:-up\d+)?",
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,25 +114,40 @@ def load_studies() -> dict:
     return {p.stem: study_files.load_study(p) for p in paths}
 
 
-def resolve_runs(studies: dict) -> dict:
-    """{Run: run config} at the configured scale; None where a data set is absent on this machine.
+def resolve_runs(studies: dict) -> tuple[dict, dict]:
+    """({Run: run config}, {Run: {network, cfg, spec} of its stage 1}) at the configured scale; a config
+    is None where a data set is absent on this machine.
 
     Absent data (ImageNet away from the cluster) does not stop planning: the run's train job fails
-    with the message instead (`dimr train --spec` resolves it), before any training starts.
+    with the message instead (`dimr train --spec` resolves it), before any training starts. A two-stage
+    run's stage-1 network is resolved first and named like every network (`network_folder`); its name is
+    the run's `sample.stage1.network` (a folder next to the stage-2 network, in runs/networks/).
     """
-    runs, absent = {}, set()
+    runs, stage1, absent = {}, {}, set()
+
+    def resolved(fn, *args):
+        try:
+            return fn(*args)
+        except MissingFileError as e:
+            absent.add(str(e))
+            return None
+
     for study in studies.values():
         if SCALE in study["scales"]:
             for run in study_files.runs_of(study, SCALE, config["max_seeds"]):
-                try:
-                    runs[run] = study_files.resolve_run(study, run, SITE)
-                except MissingFileError as e:
-                    runs[run] = None
-                    absent.add(str(e))
+                name1 = cfg1 = None
+                if "stage1" in study["variants"][run.variant]:
+                    spec1 = study_files.stage1_spec(study, run, site_of)
+                    cfg1 = resolved(study_files.resolve_stage1, study, run, site_of)
+                    name1 = network_folder(cfg1, spec1)
+                    stage1[run] = {"network": name1, "cfg": cfg1, "spec": spec1}
+                runs[run] = cfg = resolved(study_files.resolve_run, study, run, site_of, name1)
+                if cfg is not None and (cfg1 is not None or name1 is None):
+                    study_files.check_stages(study, run, cfg, cfg1)
     for message in sorted(absent):
         print(f"dimr workflow: warning: {message} (runs that need it fail at their train job)",
               file=sys.stderr)
-    return runs
+    return runs, stage1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,24 +161,39 @@ NET_ROOT = "runs/networks"
 
 def run_spec_of(run) -> dict:
     """The run's spec, before resolution (its name and seed included)."""
-    return study_files.run_spec(STUDIES[run.study], run, SITE)
+    return study_files.run_spec(STUDIES[run.study], run, site_of)
 
 
-def network_name(run, cfg: dict | None) -> str:
-    """Folder of the run's network; a run whose data is absent is named by its unresolved spec."""
+def network_folder(cfg: dict | None, spec: dict) -> str:
+    """Folder name of a network: its preset and training hash; with its data absent, of its spec."""
     if cfg is None:
-        spec = {k: v for k, v in run_spec_of(run).items() if k != "name"}
+        spec = {k: v for k, v in spec.items() if k != "name"}
         return f"{spec['preset']}-spec-{sha256_json(spec)[:ID_CHARS]}"
     return f"{cfg['preset']}-{train_identity(cfg)[:ID_CHARS]}"
 
 
-def plan_networks(runs: dict) -> tuple[dict, dict, dict]:
-    """(networks {name: training spec}, evaluations {(network, id): sections}, per run {network, evals})."""
-    networks, evals, per_run = {}, {}, {}
+def network_name(run, cfg: dict | None) -> str:
+    """Folder of the run's network; a run whose data is absent is named by its unresolved spec."""
+    return network_folder(cfg, run_spec_of(run))
+
+
+def training_spec(cfg: dict | None, spec: dict) -> dict:
+    """What a train job writes: the training sections (with the data absent: those of the spec)."""
+    if cfg is not None:
+        return train_subset(cfg)
+    return {k: v for k, v in spec.items() if k not in ("name", "sample", "evaluate")}
+
+
+def plan_networks(runs: dict, stage1: dict) -> tuple[dict, dict, dict, dict]:
+    """(networks {name: training spec}, evaluations {(network, id): sections}, per run {network, evals,
+    stage1_network}, the stage-1 network of each two-stage evaluation {(network, id): name})."""
+    networks, evals, per_run, eval_stage1 = {}, {}, {}, {}
     for run, cfg in runs.items():
         net = network_name(run, cfg)
-        networks[net] = train_subset(cfg) if cfg is not None else {
-            k: v for k, v in run_spec_of(run).items() if k not in ("name", "sample", "evaluate")}
+        networks[net] = training_spec(cfg, run_spec_of(run))
+        s1 = stage1.get(run)
+        if s1 is not None:
+            networks[s1["network"]] = training_spec(s1["cfg"], s1["spec"])
         items = []
         for e in study_files.evaluations(STUDIES[run.study], run.scale):
             if cfg is None:
@@ -139,9 +203,12 @@ def plan_networks(runs: dict) -> tuple[dict, dict, dict]:
                     cfg, study_files.unflatten(e["point"]))
                 eid = eval_identity(ev)[:ID_CHARS]
             evals[(net, eid)] = ev
+            if s1 is not None:
+                eval_stage1[(net, eid)] = s1["network"]
             items.append({**e, "eval": eid, "dir": f"{NET_ROOT}/{net}/evals/{eid}"})
-        per_run[run] = {"network": net, "network_dir": f"{NET_ROOT}/{net}", "evals": items}
-    return networks, evals, per_run
+        per_run[run] = {"network": net, "network_dir": f"{NET_ROOT}/{net}", "evals": items,
+                        "stage1_network": s1["network"] if s1 is not None else None}
+    return networks, evals, per_run, eval_stage1
 
 
 RECORD = "run.json"  # runs/<study>/<scale>/<variant>/seed<n>/run.json: the network a run was read from
@@ -177,8 +244,8 @@ def check_records(per_run: dict) -> None:
 
 try:
     STUDIES = load_studies()
-    RUNS = resolve_runs(STUDIES)
-    NETWORKS, EVALS, RUN_PLAN = plan_networks(RUNS)
+    RUNS, STAGE1 = resolve_runs(STUDIES)
+    NETWORKS, EVALS, RUN_PLAN, EVAL_STAGE1 = plan_networks(RUNS, STAGE1)
 except ConfigError as e:
     raise WorkflowError(f"invalid study or workflow config:\n{e}") from None
 check_records(RUN_PLAN)
@@ -314,7 +381,7 @@ def network_requires(wildcards) -> str:
     net = network_of(wildcards)
     paths = sorted({v for (n, _), ev in EVALS.items() if n == net and ev
                     for section in ev.values() for v in section.values()
-                    if isinstance(v, str) and "/" in v and v not in PREPARED_FILES})
+                    if isinstance(v, str) and "/" in v and not is_prepared(v)})
     return " ".join(f"--require {p}" for p in paths)
 
 
@@ -332,6 +399,12 @@ def eval_prepared(wildcards) -> list[str]:
     return prepared_files(EVALS.get((wildcards.net, wildcards.ev)))
 
 
+def eval_stage1(wildcards) -> list[str]:
+    """A two-stage evaluation's stage-1 network file (none for a single-stage one)."""
+    net = EVAL_STAGE1.get((wildcards.net, wildcards.ev))
+    return [f"{NET_ROOT}/{net}/network-final.pt"] if net else []
+
+
 def record_of(wildcards) -> str:
     """run.json of a run: the network it was read from and that network's training settings."""
     run = run_of(wildcards)
@@ -343,7 +416,7 @@ def record_of(wildcards) -> str:
 def prepared_files(cfg: dict | None) -> list[str]:
     """Paths in a run config's evaluate section that the prepare stage builds; cfg is None for absent data."""
     values = (cfg or {}).get("evaluate", {}).values()
-    return sorted({v for v in values if isinstance(v, str) and v in PREPARED_FILES})
+    return sorted({v for v in values if is_prepared(v)})
 
 
 def all_targets() -> list[str]:
@@ -459,11 +532,21 @@ def launch(stage: str, command: str) -> str:
     )
 
 
-# The feature net and its statistics see the tiny recipe's images (Fashion-MNIST at its data.resolution).
-FMNIST_RESOLUTION = RECIPES["tiny-fmnist"]["data"]["resolution"]
+def parse_prepared_tag(tag: str) -> tuple[int, int]:
+    """'32px' -> (32, 1), '64px-up2' -> (64, 2): the side of a prepared feature net (`prepared_tag`)."""
+    m = re.fullmatch(r"(\d+)px(?:-up(\d+))?", tag)
+    return int(m.group(1)), int(m.group(2) or 1)
 
 
-def fidnet_options() -> str:
+def fidnet_options(resolution: int = FMNIST_RESOLUTION, upsample: int = 1) -> str:
     """Command-line options of `dimr fidnet` from config `fidnet` (they change the metrics)."""
-    opts = {**config["fidnet"], "resolution": FMNIST_RESOLUTION}  # defaults filled in by the schema
+    opts = {**config["fidnet"], "resolution": resolution}  # defaults filled in by the schema
+    if upsample > 1:
+        opts["upsample"] = upsample
     return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in opts.items() if v is not None)
+
+
+def reference_side_options(tag: str) -> str:
+    """`dimr reference` options of a prepared side: --resolution (and --upsample)."""
+    resolution, upsample = parse_prepared_tag(tag)
+    return f"--resolution {resolution}" + (f" --upsample {upsample}" if upsample > 1 else "")

@@ -8,6 +8,8 @@
 # Snakemake deletes the outputs of a failed job, and a pre-empted or failed run must keep them to resume.
 # Each study also has reference rows scored by the same protocol at the same N
 # (runs/{study}/{scale}/_reference/{kind}): real test images and uniform noise, the scale of its table.
+# A two-stage evaluation (cascade, Relay Diffusion) also reads its stage-1 network (`eval_stage1`), named
+# by planning and trained by the same train rule as every network.
 
 
 rule train:
@@ -31,6 +33,7 @@ rule train:
 rule evaluate:
     input:
         network=f"{NET_ROOT}/{{net}}/network-final.pt",
+        stage1=eval_stage1,
         prepared=eval_prepared,
     output:
         metrics=f"{NET_ROOT}/{{net}}/evals/{{ev}}/metrics.json",
@@ -52,6 +55,7 @@ rule evaluate:
 rule curve:
     input:
         network=f"{NET_ROOT}/{{net}}/network-final.pt",
+        stage1=eval_stage1,
         prepared=eval_prepared,
     output:
         f"{NET_ROOT}/{{net}}/evals/{{ev}}/curve.json",
