@@ -294,8 +294,10 @@ def test_default_process_leaves_existing_network_identities_unchanged():
 
     cfg = resolve_run_config({"preset": "tiny-dimr", "recipe": "tiny-fmnist", "seed": 0})
     assert cfg["diffusion"]["process"] == {"type": "vp"}
-    # computed before `process` existed
-    assert train_identity(cfg) == "c51af288bd2a812db48fe75e37febbc2201ebc04e22752bef33412c1cb572274"
+    old = {**cfg, "diffusion": {k: v for k, v in cfg["diffusion"].items() if k != "process"}}
+    assert train_identity(cfg) == train_identity(old)  # the default process is left out of the identity
+    # Pinned: the tiny recipe of commit b2e5cea; recompute only when the recipe changes on purpose.
+    assert train_identity(cfg) == "1e25560988808dfc6dc1d596c4e62826ca1089ce34e28bf21142e255afe6a2c5"
     # the recipe's v-prediction and v-MSE weighting mean nothing to the relay process: reset them
     relay_diffusion = {"process": "relay-blur", "prediction": "eps", "loss": {"weighting": "uniform"}}
     relay_cfg = resolve_run_config({"preset": "tiny-dimr", "recipe": "tiny-fmnist", "seed": 0,
