@@ -116,8 +116,17 @@ def log_lines(log) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
-def interrupt_after_progress(cluster, tmp_path, log, how: str, proc):
-    """Once the training log has grown, pre-empt the job (a whole-node high job) or scontrol-requeue it."""
+def interrupt_after_progress(cluster, tmp_path, log, how: str, proc, resumed=0):
+    """Once the job has resumed `resumed` times and its training log has grown since, pre-empt it (a
+    whole-node high job) or scontrol-requeue it. Waiting for the resume keeps two interruptions from
+    landing in one checkpoint-and-requeue (a loaded machine can stretch that to many seconds)."""
+    def resumes():
+        jid = job_id(tmp_path / "slurm")
+        out = tmp_path / "slurm" / "submitit" / f"{jid}_0_log.out"
+        return out.read_text().count(f"resuming {log.parent}") if out.exists() else 0
+
+    if resumed:
+        wait_until(lambda: resumes() >= resumed, 180, f"resume {resumed} before the {how}", proc)
     seen = log_lines(log)
     wait_until(lambda: log_lines(log) > seen, 120, f"progress before the {how}", proc)
     jid = job_id(tmp_path / "slurm")
@@ -147,8 +156,8 @@ def test_chaos_interrupted_training_equals_an_uninterrupted_run_bit_for_bit(slur
                                            str(run_dir / "network-final.pt")),
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = run_dir / "training_log.jsonl"
-    for how in ("preempt", "requeue", "preempt"):
-        interrupt_after_progress(slurm_cluster, tmp_path, log, how, proc)
+    for k, how in enumerate(("preempt", "requeue", "preempt")):
+        interrupt_after_progress(slurm_cluster, tmp_path, log, how, proc, resumed=k)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, f"{out}\n{err}"
     assert reference.wait(timeout=300) == 0, reference.stderr.read()

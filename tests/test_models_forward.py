@@ -89,9 +89,11 @@ def test_two_branch_mrn_uses_its_patch_sizes():
 
 def test_transformer_switches():
     base = {"width": 32, "depth": 3, "heads": 2, "resolution": 16}
-    uvit = build_model(resolve_model_config("tiny-uvit", base))
+    uvit = build_model(resolve_model_config("tiny-uvit", {**base, "pos_embed": "learned"}))
     assert len(uvit.blocks) == 3 and len(uvit.skips) == 1  # depth 3 → 1 in, 1 mid, 1 out
-    assert uvit.pos_embed.shape[1] == 2 + 16  # U-ViT: positions for [label; time] too
+    assert uvit.pos_embed.shape[1] == 2 + 16  # U-ViT's learned table: positions for [label; time] too
+    fixed = build_model(resolve_model_config("tiny-uvit", base))  # the tiny preset: sin-cos, patches only
+    assert fixed.pos_embed.shape[1] == 16 and not isinstance(fixed.pos_embed, torch.nn.Parameter)
     dit = build_model(resolve_model_config("tiny-dit", {**base, "learn_sigma": True}))
     assert len(dit.blocks) == 3 and dit.skips is None
     assert "pos_embed" not in dict(dit.named_parameters())  # fixed sin-cos: a buffer

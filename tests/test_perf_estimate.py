@@ -55,10 +55,12 @@ def test_measured_preset_costs_images_over_throughput(bench_file):
     c = est.cost({"preset": "tiny-dimr", "recipe": "tiny-fmnist", "train": {"total_kimg": 36.0}})
     assert c.basis == "measured"
     assert c.train_h == pytest.approx(36_000 / TRAIN_IMG_S / 3600)
-    # tiny-fmnist: N images with dpmpp-2m (one evaluation per step), no guidance; fmnist-net features.
+    # tiny-fmnist: N images with dpmpp-2m (one step, one evaluation), guided: each evaluation runs the
+    # conditional and the unconditional batch, twice the time; fmnist-net features.
     n, steps = TINY["sample"]["num_samples"], TINY["sample"]["sampler"]["steps"]
+    assert TINY["sample"]["sampler"]["guidance"]["scale"] > 0
     assert c.nfe == steps
-    assert c.sample_h == pytest.approx(n * steps * S_PER_EVAL / 3600)
+    assert c.sample_h == pytest.approx(n * 2 * steps * S_PER_EVAL / 3600)
     assert c.eval_h == pytest.approx(n / EXTRACT_IMG_S / 3600)
     assert c.total_h == pytest.approx(c.train_h + c.sample_h + c.eval_h)
     compiled = estimate.Estimator(estimate.Throughput.load(bench_file, compiled=True))
