@@ -80,6 +80,18 @@ def without_defaults(cfg: dict, sections) -> dict:
     return out
 
 
+def with_defaults(free: dict, sections) -> dict:
+    """The inverse of `without_defaults`: every left-out field back at its dataclass default."""
+    out = dict(free)
+    for name in sections:
+        value = free.get(name)
+        model = name == "model" and isinstance(value, dict)
+        cls = config_class(value["type"]) if model else SECTION_CLASSES.get(name)
+        if cls is not None and isinstance(value, dict):
+            out[name] = {**field_defaults(cls), **value}
+    return out
+
+
 def train_identity(cfg: dict) -> str:
     """sha256 of the training sections (at non-default values): equal for runs that train the same
     weights, in any study and across versions that only add fields."""

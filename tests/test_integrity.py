@@ -260,3 +260,25 @@ def test_identities_ignore_fields_at_their_defaults_so_new_fields_do_not_rename_
     older_eval = {**cfg, "evaluate": {k: v for k, v in cfg["evaluate"].items() if k != "clean_fid_rtol"}}
     assert eval_identity(older_eval) == eval_identity(cfg)
     assert eval_identity({**cfg, "sample": {**cfg["sample"], "num_samples": 7}}) != eval_identity(cfg)
+
+
+def test_default_free_training_sections_restore_the_whole_config():
+    # What the workflow's train rule passes (`dimr train --spec-sections`): without the fields at their
+    # dataclass defaults, so that a version adding a field does not change the rule's params.
+    from dimr.config import TRAIN_SECTIONS
+    from dimr.models import PRESETS
+    from dimr.run_config import resolve_run_config, with_defaults, without_defaults
+
+    for preset in [p for p in PRESETS if p.startswith("tiny-")]:
+        # an override back to a dataclass default (a preset value) must survive the round trip
+        for spec in ({"preset": preset, "recipe": "tiny-fmnist", "seed": 3},
+                     {"preset": preset, "recipe": "tiny-fmnist", "model": {"init": "trunc-normal"},
+                      "train": {"grad_clip": 1.0, "lr": 3e-4}}):
+            cfg = resolve_run_config(spec)
+            full = {k: cfg[k] for k in TRAIN_SECTIONS}
+            free = without_defaults(cfg, TRAIN_SECTIONS)
+            assert with_defaults(free, TRAIN_SECTIONS) == full, preset
+            again = resolve_run_config(with_defaults(free, TRAIN_SECTIONS))
+            assert {k: again[k] for k in TRAIN_SECTIONS} == full, preset
+    # lr 3e-4 is TrainConfig's default and the recipe's is 4e-3: left out, yet restored (not the recipe's)
+    assert "lr" not in free["train"] and again["train"]["lr"] == 3e-4

@@ -1,12 +1,13 @@
 """`dimr train RUN_DIR`: create the run config on first use, then train or resume."""
 
+import json
 import sys
 from pathlib import Path
 
 from dimr.config import TRAIN_SECTIONS, deep_merge, load_spec, parse_overrides
 from dimr.data import validate_data_config
 from dimr.errors import ConfigError, MissingFileError
-from dimr.run_config import CONFIG_FILE, load_run_config, resolve_run_config, write_run_config
+from dimr.run_config import CONFIG_FILE, load_run_config, resolve_run_config, with_defaults, write_run_config
 from dimr.training.loop import training_loop
 
 
@@ -31,6 +32,9 @@ def add_config_arguments(p):
     p.add_argument("--recipe", help="training/sampling recipe for a new run (default tiny-fmnist)")
     p.add_argument("--spec", help="YAML/JSON run spec for a new run (preset, recipe, sections): a file, "
                    "or the text itself")
+    p.add_argument("--spec-sections", help="the training sections with the fields at their dataclass "
+                   "defaults left out (dimr.run_config.without_defaults), as the workflow passes them: "
+                   "restored exactly, with no recipe or preset applied on top")
     p.add_argument("--seed", type=int, default=None, help="run seed for a new run (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override for a new run, e.g. --set train.total_kimg=4 --set model.mlp=gelu")
@@ -44,6 +48,11 @@ def ensure_run_config(args) -> dict:
     """
     run_dir = Path(args.run_dir)
     path = run_dir / CONFIG_FILE
+    sections = getattr(args, "spec_sections", None)
+    if sections:  # the workflow's default-free training sections: restore them, resolve nothing new
+        if args.spec or args.overrides:
+            raise ConfigError("--spec-sections is the whole training spec: give it without --spec or --set")
+        args.spec = json.dumps(with_defaults(load_spec(sections), TRAIN_SECTIONS))
     creating = any([args.preset, args.spec, args.overrides, args.recipe, args.seed is not None])
     if path.exists() and not creating:
         return load_run_config(run_dir)

@@ -13,6 +13,7 @@ from snakemake.utils import validate
 from dimr import studies as study_files
 from dimr.config import (
     RECIPES,
+    TRAIN_SECTIONS,
     config_diff,
     deep_merge,
     eval_subset,
@@ -22,7 +23,7 @@ from dimr.config import (
 )
 from dimr.errors import ConfigError, MissingFileError
 from dimr.metrics.network_eval import ID_CHARS
-from dimr.run_config import eval_identity, resolve_eval_config, train_identity
+from dimr.run_config import eval_identity, resolve_eval_config, train_identity, without_defaults
 
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 
@@ -372,8 +373,10 @@ def network_of(wildcards) -> str:
 
 def network_spec(wildcards) -> str:
     """The network's training sections as JSON: the train job writes config.json from them itself, so
-    that no upstream job can ever make Snakemake rerun (and delete) a trained network."""
-    return json.dumps(NETWORKS[network_of(wildcards)], sort_keys=True)
+    that no upstream job can ever make Snakemake rerun (and delete) a trained network. Fields at their
+    dataclass defaults are left out, as in the network's name: a version that adds a field does not
+    change the rule's params, so Snakemake's params trigger cannot ask to retrain either."""
+    return json.dumps(without_defaults(NETWORKS[network_of(wildcards)], TRAIN_SECTIONS), sort_keys=True)
 
 
 def network_requires(wildcards) -> str:
