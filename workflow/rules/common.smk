@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -372,11 +373,15 @@ def network_of(wildcards) -> str:
 
 
 def network_spec(wildcards) -> str:
-    """The network's training sections as JSON: the train job writes config.json from them itself, so
+    """The train command's spec argument, the network's training sections as JSON: the train job writes config.json from them itself, so
     that no upstream job can ever make Snakemake rerun (and delete) a trained network. Fields at their
     dataclass defaults are left out, as in the network's name: a version that adds a field does not
     change the rule's params, so Snakemake's params trigger cannot ask to retrain either."""
-    return json.dumps(without_defaults(NETWORKS[network_of(wildcards)], TRAIN_SECTIONS), sort_keys=True)
+    net = network_of(wildcards)
+    if "-spec-" in net:  # data absent here: the unresolved spec, whose train job stops at the data check
+        return f"--spec {shlex.quote(json.dumps(NETWORKS[net], sort_keys=True))}"
+    free = without_defaults(NETWORKS[net], TRAIN_SECTIONS)
+    return f"--spec-sections {shlex.quote(json.dumps(free, sort_keys=True))}"
 
 
 def network_requires(wildcards) -> str:

@@ -27,7 +27,7 @@ rule train:
     resources:
         **launch_resources("train", gpus=1, runtime=60),
     shell:
-        launch("train", "train {params.dir} --spec-sections {params.spec:q} {params.requires}")
+        launch("train", "train {params.dir} {params.spec} {params.requires}")
 
 
 rule evaluate:
