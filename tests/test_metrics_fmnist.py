@@ -134,7 +134,7 @@ def test_reference_command_writes_stats_with_provenance(net_dir, tmp_path):
     args = argparse.Namespace(out=str(tmp_path / "ref.npz"), data="fashion-mnist", split="test",
                               data_root=None, num=500, num_pr=100, extractor="fmnist-net",
                               extractor_weights=str(net_dir / fidnet.WEIGHTS_FILE), extractor_sha256=None,
-                              resolution=32, batch_size=250, device="cpu")
+                              resolution=32, upsample=1, batch_size=250, device="cpu")
     assert reference_cmd.run(args) == 0
     ref = load_stats(tmp_path / "ref.npz")
     assert ref.n == 500 and ref.features.shape == (100, 128) and ref.mu.dtype == np.float64
