@@ -149,3 +149,14 @@ class Loss:
 
     def weight(self, lam):
         return self._weight(lam, **self._wparams)
+
+    def total(self, preds, target, w):
+        """(batch-mean loss, {"loss": …, "loss/<term>": …}) of per-sample weights `w` (N,) over the terms."""
+        total, stats = 0.0, {}
+        for name, scale_weight, per_sample in self.terms(preds, target):
+            term = (w * per_sample).mean()
+            total = total + scale_weight * term
+            stats[f"loss/{name}"] = term.detach()
+        stats = {"loss": total.detach(), **stats}
+        values = torch.stack(list(stats.values())).tolist()                # one device sync
+        return total, dict(zip(stats, values))

@@ -151,11 +151,4 @@ class DiffusionObjective:
         target = self.prediction.target(x, noise, alpha, sigma).float()
         f = self.prediction.eps_space_factor(alpha.flatten(), sigma.flatten())
         w = (self.loss_fn.weight(lam) * f).float()                          # (N,)
-        total, stats = 0.0, {}
-        for name, scale_weight, per_sample in self.loss_fn.terms(preds, target):
-            term = (w * per_sample).mean()
-            total = total + scale_weight * term
-            stats[f"loss/{name}"] = term.detach()
-        stats = {"loss": total.detach(), **stats}
-        values = torch.stack(list(stats.values())).tolist()                # one device sync
-        return total, dict(zip(stats, values))
+        return self.loss_fn.total(preds, target, w)

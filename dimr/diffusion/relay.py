@@ -75,14 +75,7 @@ class RelayObjective:
             lam = edm_loss_weight(sigma, proc.sigma_data)
             w = lam.clamp(max=proc.cfg["weight_max"]) / lam
         w = w.float()
-        total, stats = 0.0, {}
-        for name, scale_weight, per_sample in self.loss_fn.terms(preds, target):
-            term = (w * per_sample).mean()
-            total = total + scale_weight * term
-            stats[f"loss/{name}"] = term.detach()
-        stats = {"loss": total.detach(), **stats}
-        values = torch.stack(list(stats.values())).tolist()                # one device sync
-        return total, dict(zip(stats, values))
+        return self.loss_fn.total(preds, target, w)
 
 
 # ----------------------------------------------------------------------------
