@@ -47,14 +47,21 @@ def network_of(study: str, variant: str, seed: int) -> str:
     return f"{cfg['preset']}-{train_identity(cfg)[:12]}"
 
 
-def test_relay_and_resolution_plan_at_tiny_scale_with_stage1_shared_with_table1(workdir):
-    out, seconds = snakemake("-n", "-p", "results/relay.csv", "results/resolution.csv", "results/table1.csv",
-                             workdir=workdir)
+def plan_both(workdir, scale: str, pre=(), post=()):
+    """Dry-run the relay and resolution studies (arguments `pre` before the targets, `post` after them):
+    (jobs, blocks, trained networks, seconds), with one run record per run of each study checked."""
+    targets = ("results/relay.csv", "results/resolution.csv")
+    out, seconds = snakemake("-n", *pre, *targets, *post, workdir=workdir)
     jobs, blocks = planned_jobs(out.stdout), job_blocks(out.stdout)
     for study in ("relay", "resolution"):
-        assert jobs["run_record", study] == study_size(study, "tiny")
+        assert jobs["run_record", study] == study_size(study, scale)
     trained = {f for rule, body in blocks if rule == "train" for f in field(body, "output")
                if f.endswith("network-final.pt")}
+    return jobs, blocks, trained, seconds
+
+
+def test_relay_and_resolution_plan_at_tiny_scale_with_stage1_shared_with_table1(workdir):
+    jobs, blocks, trained, seconds = plan_both(workdir, "tiny", pre=("-p", "results/table1.csv"))
     seeds = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["max_seeds"]
     for seed in range(seeds):
         # the 16-px stage 1 of every two-stage row is table1's tiny-dimr "+ GLU" network of that seed
@@ -80,13 +87,7 @@ def test_relay_and_resolution_plan_at_tiny_scale_with_stage1_shared_with_table1(
 
 
 def test_relay_and_resolution_plan_at_paper_scale(workdir):
-    out, seconds = snakemake("-n", "results/relay.csv", "results/resolution.csv", "--config", "scale=paper",
-                             workdir=workdir)
-    jobs, blocks = planned_jobs(out.stdout), job_blocks(out.stdout)
-    for study in ("relay", "resolution"):
-        assert jobs["run_record", study] == study_size(study, "paper")
-    trained = {f for rule, body in blocks if rule == "train" for f in field(body, "output")
-               if f.endswith("network-final.pt")}
+    jobs, blocks, trained, seconds = plan_both(workdir, "paper", post=("--config", "scale=paper"))
     two_stage = [body for rule, body in blocks if rule == "evaluate" and len(networks_read(body)) == 2]
     assert len(two_stage) == len(TWO_STAGE)  # one seed at the paper scale
     for body in two_stage:  # both networks of the row are trained by this plan
