@@ -28,6 +28,8 @@ from dimr.errors import ConfigError, MissingFileError
 from dimr.io import atomic_savez, atomic_write_json
 from dimr.metrics.evaluate import EvaluateConfig, check_inputs, score_images
 from dimr.run_config import eval_identity, load_run_config, resolve_eval_config, train_identity
+from dimr.preemption import EXIT_REQUEUE, Preempted, raise_on_preemption
+from dimr.sampling.batch_store import BatchStore
 from dimr.sampling.generate import GeneratedImages, class_label, network_from_state
 from dimr.sampling.two_stage import load_stage1, stage2_network_evaluations
 from dimr.training.checkpoint import FINAL_NETWORK, list_snapshots, load_state
@@ -119,7 +121,10 @@ def evaluate_network(net_dir, ev: dict, eval_dir=None, snapshot: str | None = No
     seeds = torch.arange(s["seed_start"], s["seed_start"] + s["num_samples"])
     labels = class_label(seeds, net.num_classes).numpy()
     keep = max(s["grid"], evc.clean_fid_num if evc.clean_fid else 0)
-    images = GeneratedImages(net, cfg, seeds, device, vae, keep=min(keep, n), stage1=stage1)
+    store = BatchStore(eval_dir, path)  # finished batches of an earlier, pre-empted job are read back
+    if store.saved():
+        print(f"{eval_dir}: resuming with {store.saved()} images of finished batches", file=sys.stderr)
+    images = GeneratedImages(net, cfg, seeds, device, vae, keep=min(keep, n), stage1=stage1, store=store)
     if s["npz"]:  # ADM's evaluator reads the file: make every image first, then score the array
         arr = images.all(batch)
         atomic_savez(eval_dir / "samples.npz", arr_0=arr, labels=labels, seeds=seeds.numpy(),
@@ -131,7 +136,8 @@ def evaluate_network(net_dir, ev: dict, eval_dir=None, snapshot: str | None = No
     result["protocol"].update(samples_sha256=images.sha256 if source is images else None,
                               network=str(path), network_kimg=state["cur_nimg"] / 1000,
                               train_sha256=train_identity(net_cfg), eval_sha256=eval_identity(ev),
-                              sample_seconds=round(images.seconds, 3), nfe=cost["nfe"],
+                              sample_seconds=round(images.seconds, 3), resumed_images=store.loaded,
+                              nfe=cost["nfe"],
                               total_kimg=cost["total_kimg"])
     if stage1 is not None:
         first, second = cost["networks"]
@@ -143,6 +149,7 @@ def evaluate_network(net_dir, ev: dict, eval_dir=None, snapshot: str | None = No
     if s["grid"] and snapshot is None:
         held = next(images.batches(s["grid"], limit=s["grid"])) if source is images else source[: s["grid"]]
         save_grid(eval_dir / "grid.png", held, labels[: s["grid"]])
+    store.discard()
     return eval_dir, result
 
 
@@ -188,7 +195,14 @@ def run(args) -> int:
         out = curve_of_network(args.network_dir, ev, args.out, device, args.batch)
         print(json.dumps(out["points"]))
         return 0
-    eval_dir, result = evaluate_network(args.network_dir, ev, args.out, args.snapshot, device, args.batch)
+    try:
+        with raise_on_preemption():
+            eval_dir, result = evaluate_network(args.network_dir, ev, args.out, args.snapshot, device,
+                                                args.batch)
+    except Preempted as e:
+        print(f"dimr eval: {e}: finished sample batches are saved; exiting {EXIT_REQUEUE} to be requeued",
+              file=sys.stderr, flush=True)
+        return EXIT_REQUEUE
     shown = {k: round(v, 4) for k, v in result["metrics"].items() if v is not None}
     print(f"{eval_dir}: {shown}", file=sys.stderr)
     return 0

@@ -110,13 +110,15 @@ class GeneratedImages:
     """A network's images made batch by batch as the evaluator asks for them (no samples file).
 
     The first `keep` images are held (the grid, the clean-fid subset) and served again without sampling;
-    `sha256` is the hash of every image's bytes in seed order, as far as the first pass went.
+    `sha256` is the hash of every image's bytes in seed order, as far as the first pass went. With a
+    `store` (dimr.sampling.batch_store.BatchStore), each batch made is saved and a saved one is read back.
     """
 
     def __init__(self, net, cfg: dict, seeds: torch.Tensor, device="cpu", vae=None, keep: int = 0,
-                 stage1=None):
+                 stage1=None, store=None):
         self.net, self.cfg, self.seeds, self.device, self.vae, self.keep = net, cfg, seeds, device, vae, keep
         self.stage1 = stage1  # a stage-2 network's stage 1 (dimr.sampling.two_stage.Stage1), or None
+        self.store = store
         self.held = np.zeros((0,), np.uint8)  # the first `keep` images, once made
         self._hash, self._hashed = hashlib.sha256(), 0
         self.seconds = 0.0  # wall time spent sampling
@@ -135,12 +137,11 @@ class GeneratedImages:
             if j <= len(self.held):
                 yield self.held[i:j]
                 continue
-            t0 = time.perf_counter()
-            if self.stage1 is None:
-                images = generate_images(self.net, self.cfg, self.seeds[i:j], self.device, self.vae)
-            else:
-                images = generate_two_stage(self.net, self.cfg, self.stage1, self.seeds[i:j], self.device)
-            self.seconds += time.perf_counter() - t0
+            images = None if self.store is None else self.store.get(self.seeds[i:j].numpy())
+            if images is None:
+                images = self._make(self.seeds[i:j])
+                if self.store is not None:
+                    self.store.put(self.seeds[i:j].numpy(), images)
             if i == len(self.held) and i < self.keep:
                 part = images[: self.keep - i]
                 self.held = np.concatenate([self.held, part]) if i else part.copy()
@@ -148,6 +149,15 @@ class GeneratedImages:
                 self._hash.update(np.ascontiguousarray(images).tobytes())
                 self._hashed = j
             yield images
+
+    def _make(self, seeds: torch.Tensor) -> np.ndarray:
+        t0 = time.perf_counter()
+        if self.stage1 is None:
+            images = generate_images(self.net, self.cfg, seeds, self.device, self.vae)
+        else:
+            images = generate_two_stage(self.net, self.cfg, self.stage1, seeds, self.device)
+        self.seconds += time.perf_counter() - t0
+        return images
 
     def all(self, batch_size: int = 250) -> np.ndarray:
         """Every image, as one array (for samples.npz)."""

@@ -1,0 +1,35 @@
+"""Pre-emption for commands whose progress is saved as they go (`dimr eval`'s finished sample batches).
+
+SLURM sends SIGUSR2 before a pre-emption or a time limit (submitit's `--signal`), and SIGTERM on
+`scontrol requeue` or a pre-emption without the user signal. Such a command stops at once (the batch in
+flight is dropped, the finished ones are on disk) and exits EXIT_REQUEUE; the launcher requeues the job
+and the same command resumes. `dimr train` checks a flag per step instead (it must save its state first).
+"""
+
+import contextlib
+import signal
+
+from dimr.errors import EXIT_REQUEUE
+
+
+class Preempted(Exception):
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def raise_on_preemption():
+    """Within the block, SIGUSR2 and SIGTERM raise Preempted; the previous handlers come back after."""
+    def handler(signum, frame):
+        raise Preempted(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGUSR2, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+__all__ = ["EXIT_REQUEUE", "Preempted", "raise_on_preemption"]
