@@ -83,7 +83,8 @@ def test_preempted_eval_job_resumes_from_its_saved_batches(slurm_cluster, tiny_e
     env = {**slurm_cluster.env, "OMP_NUM_THREADS": "1"}
     dimr = [sys.executable, "-m", "dimr.cli", "eval", str(root / "net"), "--spec", json.dumps(spec),
             "--batch", "8", "--out"]
-    local = subprocess.run([*dimr, str(tmp_path / "local")], env=env, cwd=REPO, capture_output=True, text=True)
+    local = subprocess.run([*dimr, str(tmp_path / "local")], env=env, cwd=REPO, capture_output=True,
+                           text=True)
     assert local.returncode == 0, local.stderr
     out = tmp_path / "slurm" / "eval"
     proc = subprocess.Popen(slurm_launcher(tmp_path / "slurm", [*dimr, str(out)], "--expect",

@@ -27,8 +27,8 @@ from dimr.data.latents import load_vae
 from dimr.errors import ConfigError, MissingFileError
 from dimr.io import atomic_savez, atomic_write_json
 from dimr.metrics.evaluate import EvaluateConfig, check_inputs, score_images
-from dimr.run_config import eval_identity, load_run_config, resolve_eval_config, train_identity
 from dimr.preemption import EXIT_REQUEUE, Preempted, raise_on_preemption
+from dimr.run_config import eval_identity, load_run_config, resolve_eval_config, train_identity
 from dimr.sampling.batch_store import BatchStore
 from dimr.sampling.generate import GeneratedImages, class_label, network_from_state
 from dimr.sampling.two_stage import load_stage1, stage2_network_evaluations
