@@ -8,6 +8,7 @@ block uses is decided by its `Mechanism` (conditioning.py), never by its caller.
 import torch
 import torch.nn as nn
 
+from dimr.models.checkpointing import call_block
 from dimr.models.conditioning import Mechanism, Modulation, TimeQKV, TimeShift, gate, modulate
 from dimr.models.layers import (
     Attention,
@@ -160,22 +161,22 @@ def run_blocks(blocks, skips, x, c, e, feats=None):
     """
     if skips is None:
         for blk in blocks:
-            x = blk(x, c, e)
+            x = call_block(blk, x, c, e)
             if feats is not None:
                 feats.append(x)
         return x
     n = len(blocks) // 2
     stack = []
     for blk in blocks[:n]:
-        x = blk(x, c, e)
+        x = call_block(blk, x, c, e)
         stack.append(x)
         if feats is not None:
             feats.append(x)
-    x = blocks[n](x, c, e)
+    x = call_block(blocks[n], x, c, e)
     if feats is not None:
         feats.append(x)
     for lin, blk in zip(skips, blocks[n + 1 :], strict=True):
-        x = blk(lin(torch.cat([x, stack.pop()], dim=-1)), c, e)  # (N, L, D)
+        x = call_block(blk, lin(torch.cat([x, stack.pop()], dim=-1)), c, e)  # (N, L, D)
         if feats is not None:
             feats.append(x)
     return x

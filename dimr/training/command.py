@@ -20,6 +20,9 @@ def add_arguments(p):
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: LOCAL_RANK's GPU or CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument("--checkpoint-blocks", default=None, metavar="K[,K...]",
+                   help="activation checkpointing: every K-th block (1: all, 0: none), or one K per branch "
+                        "lowest resolution first; memory for time, the same weights")
     p.add_argument("--require", action="append", default=[], metavar="PATH",
                    help="a file later stages read (reference statistics, weights): checked before training")
     p.add_argument("--stop-at-kimg", type=float, default=None,
@@ -86,6 +89,7 @@ def run(args) -> int:
     validate_data_config(cfg["data"])
     path = training_loop(args.run_dir, cfg, device=args.device, batch_gpu=args.batch_gpu,
                          num_workers=args.workers, compile_model=args.compile,
+                         checkpoint_blocks=args.checkpoint_blocks,
                          stop_at_kimg=args.stop_at_kimg)
     print(f"{'finished' if path.exists() else 'stopped'}: {path if path.exists() else args.run_dir}",
           file=sys.stderr)

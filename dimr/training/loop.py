@@ -26,6 +26,7 @@ from dimr.errors import EXIT_REQUEUE as EXIT_INTERRUPTED
 from dimr.errors import DimrError
 from dimr.io import atomic_write_text, stale_temp_files
 from dimr.models import build_model
+from dimr.models.checkpointing import block_lists, parse_every, set_checkpointing
 from dimr.run_config import train_identity
 from dimr.training import distributed
 from dimr.training.checkpoint import (
@@ -72,6 +73,7 @@ def train_section(cfg: dict) -> TrainConfig:
 
 def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: int | None = None,
                   num_workers: int = 0, compile_model: bool = False, stop_at_kimg: float | None = None,
+                  checkpoint_blocks: str | None = None,
                   progress: bool | None = None) -> Path:
     """Train (or resume) the run in `run_dir`; return the path of the finished network."""
     run_dir = Path(run_dir)
@@ -98,6 +100,8 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     torch.manual_seed(cfg["seed"])  # initial weights depend only on the run seed
     model = build_model(cfg["model"]).to(dev)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    if checkpoint_blocks:  # memory for time; the weights are the same (dimr/models/checkpointing.py)
+        set_checkpointing(model, parse_every(checkpoint_blocks, len(block_lists(model))))
     optimizer = build_optimizer(model, train)
     objective = build_objective(cfg["diffusion"])
 
