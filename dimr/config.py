@@ -136,10 +136,15 @@ class SampleConfig:
     # A stage-2 network's stage 1 (dimr.run_config.Stage1Config: network, sampler, ema); empty: none
     stage1: dict = field(default_factory=dict)
     relay: dict = field(default_factory=dict)    # dimr.diffusion.RelaySamplerConfig (relay-blur networks)
+    # Autocast dtype of this network's evaluations while sampling ("bf16": the network in bfloat16, the
+    # solver's arithmetic in float32); a stage 1 samples at its own run's setting.
+    precision: str = "fp32"
 
     def validate(self, where):
         if self.num_samples <= 0:
             raise ConfigError(f"{where}.num_samples must be positive")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"{where}.precision {self.precision!r}: choose fp32 or bf16")
 
 
 # ----------------------------------------------------------------------------

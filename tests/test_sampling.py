@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dimr.errors import MissingFileError
+from dimr.errors import ConfigError, MissingFileError
 from dimr.io import atomic_torch_save
 from dimr.models import build_model
 from dimr.run_config import resolve_run_config, write_run_config
@@ -88,3 +88,24 @@ def test_sampling_an_unfinished_run_names_the_fix(tmp_path):
 
     with pytest.raises(MissingFileError, match="dimr train"):
         load_network(tmp_path)
+
+
+def test_bf16_sampling_is_a_recorded_setting_close_to_fp32(tiny_eval, one_thread):
+    from dimr.run_config import eval_identity, load_run_config, resolve_eval_config
+    from dimr.sampling.generate import generate_images, load_network
+
+    root, _ = tiny_eval
+    net_cfg = load_run_config(root / "net")
+    net = load_network(root / "net")
+    seeds = torch.arange(8)
+    images = {}
+    for precision in ("fp32", "bf16"):
+        ev = resolve_eval_config(net_cfg, {"sample": {"precision": precision, "sampler": {"steps": 4}}})
+        images[precision] = generate_images(net, {**net_cfg, **ev}, seeds).astype(int)
+        images[precision + "-id"] = eval_identity(ev)
+    default = resolve_eval_config(net_cfg, {"sample": {"sampler": {"steps": 4}}})
+    assert images["fp32-id"] == eval_identity(default) != images["bf16-id"]  # fp32 is the old identity
+    diff = abs(images["bf16"] - images["fp32"])
+    assert diff.max() > 0 and diff.mean() < 8, (diff.max(), diff.mean())  # bf16 ran, and stays close
+    with pytest.raises(ConfigError, match="choose fp32 or bf16"):
+        resolve_eval_config(net_cfg, {"sample": {"precision": "fp16"}})

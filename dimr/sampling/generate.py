@@ -67,7 +67,8 @@ def generate_images(net, cfg: dict, seeds: torch.Tensor, device="cpu", vae=None)
                           "sample.stage1.network=<stage-1 network folder>`")
     noise = image_noise(seeds, (net.in_channels, net.resolution, net.resolution)).to(device)
     labels = class_label(seeds, net.num_classes).to(device)
-    x = sample_from_noise(net, cfg["diffusion"], cfg["sample"]["sampler"], noise, labels)
+    with sampling_precision(cfg, device):
+        x = sample_from_noise(net, cfg["diffusion"], cfg["sample"]["sampler"], noise, labels)
     if vae is not None:  # latent models: decode to pixels with the configured VAE
         x = decode_latents(vae, x)
     return to_uint8(x)
@@ -85,14 +86,22 @@ def generate_two_stage(net, cfg: dict, stage1, seeds: torch.Tensor, device="cpu"
     x_low = from_uint8(generate_images(stage1.net, stage1.cfg, seeds, device)).to(device)  # (N, C, h, w)
     gens = [torch.Generator().manual_seed(stage_seed(s, 2)) for s in seeds]
     d, s = cfg["diffusion"], cfg["sample"]
-    if d["process"]["type"] == "relay-blur":  # Relay Diffusion: from the nearest-upsampled image
-        x = sample_stage2(net, d["process"], s["relay"], x_low, labels, gens)
-    else:  # cascade (CDM §3): from pure noise, the upsampled image as extra input channels
-        cond = upsample(x_low, net.resolution, d["condition"]["upsample"])
-        noise = torch.stack([torch.randn((net.in_channels, net.resolution, net.resolution), generator=g)
-                             for g in gens]).to(device)
-        x = sample_from_noise(ConcatCondition(net, cond), d, s["sampler"], noise, labels, gens)
+    with sampling_precision(cfg, device):
+        if d["process"]["type"] == "relay-blur":  # Relay Diffusion: from the nearest-upsampled image
+            x = sample_stage2(net, d["process"], s["relay"], x_low, labels, gens)
+        else:  # cascade (CDM §3): from pure noise, the upsampled image as extra input channels
+            cond = upsample(x_low, net.resolution, d["condition"]["upsample"])
+            noise = torch.stack([torch.randn((net.in_channels, net.resolution, net.resolution), generator=g)
+                                 for g in gens]).to(device)
+            x = sample_from_noise(ConcatCondition(net, cond), d, s["sampler"], noise, labels, gens)
     return to_uint8(x)
+
+
+def sampling_precision(cfg: dict, device):
+    """Autocast for `sample.precision` bf16 (the network's matmuls and convs in bfloat16; the solver's
+    updates stay float32, since the float32 state promotes the bf16 prediction); fp32: a no-op."""
+    bf16 = cfg["sample"].get("precision", "fp32") == "bf16"
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def generate_all(net, cfg: dict, seeds: torch.Tensor, device="cpu", batch: int = 250,
