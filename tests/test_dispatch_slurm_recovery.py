@@ -78,7 +78,7 @@ def test_preempted_command_without_a_handler_is_requeued_and_run_again(slurm_clu
 def test_preempted_eval_job_resumes_from_its_saved_batches(slurm_cluster, tiny_eval, tmp_path):
     # `dimr eval` saves each finished sample batch; pre-empted by a high-priority job (USR2) it exits 75,
     # the job is requeued under the same id, and the rerun samples only the batches not yet saved.
-    root, spec = tiny_eval
+    root, spec = tiny_eval  # job name t-eval-job: sacct names are shared by the session's cluster
     spec = {**spec, "sample": {**spec["sample"], "num_samples": 320, "sampler": {"steps": 40}}}
     env = {**slurm_cluster.env, "OMP_NUM_THREADS": "1"}
     dimr = [sys.executable, "-m", "dimr.cli", "eval", str(root / "net"), "--spec", json.dumps(spec),
@@ -86,19 +86,19 @@ def test_preempted_eval_job_resumes_from_its_saved_batches(slurm_cluster, tiny_e
     local = subprocess.run([*dimr, str(tmp_path / "local")], env=env, cwd=REPO, capture_output=True,
                            text=True)
     assert local.returncode == 0, local.stderr
-    out = tmp_path / "slurm" / "eval"
-    proc = subprocess.Popen(slurm_launcher(tmp_path / "slurm", [*dimr, str(out)], "--expect",
+    out = tmp_path / "eval-job" / "eval"
+    proc = subprocess.Popen(slurm_launcher(tmp_path / "eval-job", [*dimr, str(out)], "--expect",
                                            str(out / "metrics.json")),
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: len(list(out.glob("partial/*/*.npy"))) >= 2, 120, "two saved batches", proc)
-    jid = job_id(tmp_path / "slurm")
+    jid = job_id(tmp_path / "eval-job")
     slurm_cluster.run("sbatch", "-p", "high", "--exclusive", "-o", "/dev/null", "-J", f"hi-{tmp_path.name}",
                       "--wrap", "sleep 1", check=True)
     outs, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, f"{outs}\n{err}"
-    assert slurm_cluster.sacct_ids("t-slurm") == [jid]
-    job_log = (tmp_path / "slurm" / "submitit" / f"{jid}_0_log.out").read_text()
-    job_err = (tmp_path / "slurm" / "submitit" / f"{jid}_0_log.err").read_text()
+    assert slurm_cluster.sacct_ids("t-eval-job") == [jid]
+    job_log = (tmp_path / "eval-job" / "submitit" / f"{jid}_0_log.out").read_text()
+    job_err = (tmp_path / "eval-job" / "submitit" / f"{jid}_0_log.err").read_text()
     assert "exiting 75 to be requeued" in job_err and "resuming with" in job_err, job_log[-2000:] + job_err
     got, want = (json.loads((d / "metrics.json").read_text()) for d in (out, tmp_path / "local"))
     assert got["protocol"]["resumed_images"] >= 16 and got["metrics"] == want["metrics"]
