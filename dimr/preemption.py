@@ -2,14 +2,13 @@
 
 SLURM sends SIGUSR2 before a pre-emption or a time limit (submitit's `--signal`), and SIGTERM on
 `scontrol requeue` or a pre-emption without the user signal. Such a command stops at once (the batch in
-flight is dropped, the finished ones are on disk) and exits EXIT_REQUEUE; the launcher requeues the job
-and the same command resumes. `dimr train` checks a flag per step instead (it must save its state first).
+flight is dropped, the finished ones are on disk) and exits dimr.errors.EXIT_REQUEUE; the launcher
+requeues the job and the same command resumes. `dimr train` checks a flag per step instead (it must
+save its state first).
 """
 
 import contextlib
 import signal
-
-from dimr.errors import EXIT_REQUEUE
 
 
 class Preempted(Exception):
@@ -31,5 +30,3 @@ def raise_on_preemption():
         for sig, h in old.items():
             signal.signal(sig, h)
 
-
-__all__ = ["EXIT_REQUEUE", "Preempted", "raise_on_preemption"]

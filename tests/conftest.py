@@ -1,25 +1,33 @@
 """Shared pytest fixtures. `slurm_cluster` (a real single-node SLURM cluster): see tests/slurm_cluster.py."""
 
+import contextlib
+
 import pytest
 import torch
 from slurm_cluster import slurm_cluster  # noqa: F401  (re-exported as a fixture)
 
 
-@pytest.fixture
-def one_thread():
+@contextlib.contextmanager
+def single_thread():
     """Tiny tensors: one intra-op thread avoids OpenMP stalls when the 2 cores are shared with other jobs."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_thread():
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def one_thread_module():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -32,19 +40,17 @@ def tiny_eval(tmp_path_factory):
     from dimr.run_config import resolve_run_config, write_run_config
     from dimr.training.loop import training_loop
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny-eval")
     train = {"batch_size": 8, "total_kimg": 0.016, "checkpoint_kimg": 0.016, "warmup_kimg": 0.0}
-    cfg = write_run_config(root / "net", resolve_run_config({"preset": "tiny-uvit", "recipe": "tiny-fmnist",
-                                                             "train": train}))
-    training_loop(root / "net", cfg, progress=False)
-    fidnet.train_fidnet(root / "fidnet", epochs=1, seed=0, num_train=512, num_test=100, resolution=16,
-                        log=lambda *_: None)
     weights = root / "fidnet" / fidnet.WEIGHTS_FILE
-    src, meta = reference_images("fashion-mnist", "train", num=200, resolution=16)
-    make_reference(root / "ref.npz", Extractor("fmnist-net", weights, device="cpu"), src, meta, num_pr=0)
-    torch.set_num_threads(threads)
+    with single_thread():
+        cfg = write_run_config(root / "net", resolve_run_config(
+            {"preset": "tiny-uvit", "recipe": "tiny-fmnist", "train": train}))
+        training_loop(root / "net", cfg, progress=False)
+        fidnet.train_fidnet(root / "fidnet", epochs=1, seed=0, num_train=512, num_test=100, resolution=16,
+                            log=lambda *_: None)
+        src, meta = reference_images("fashion-mnist", "train", num=200, resolution=16)
+        make_reference(root / "ref.npz", Extractor("fmnist-net", weights, device="cpu"), src, meta, num_pr=0)
     spec = {"sample": {"num_samples": 48, "grid": 4, "sampler": {"steps": 3}},
             "evaluate": {"extractor_weights": str(weights), "reference": str(root / "ref.npz"),
                          "metrics": ["fid", "is"], "fid_bootstrap": 0, "clean_fid": False}}

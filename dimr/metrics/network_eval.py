@@ -24,10 +24,10 @@ from dimr.config import (
     parse_overrides,
 )
 from dimr.data.latents import load_vae
-from dimr.errors import ConfigError, MissingFileError
+from dimr.errors import EXIT_REQUEUE, ConfigError, MissingFileError
 from dimr.io import atomic_savez, atomic_write_json
 from dimr.metrics.evaluate import EvaluateConfig, check_inputs, score_images
-from dimr.preemption import EXIT_REQUEUE, Preempted, raise_on_preemption
+from dimr.preemption import Preempted, raise_on_preemption
 from dimr.run_config import eval_identity, load_run_config, resolve_eval_config, train_identity
 from dimr.sampling.batch_store import BatchStore
 from dimr.sampling.generate import GeneratedImages, class_label, network_from_state
@@ -122,8 +122,9 @@ def evaluate_network(net_dir, ev: dict, eval_dir=None, snapshot: str | None = No
     labels = class_label(seeds, net.num_classes).numpy()
     keep = max(s["grid"], evc.clean_fid_num if evc.clean_fid else 0)
     store = BatchStore(eval_dir, path)  # finished batches of an earlier, pre-empted job are read back
-    if store.saved():
-        print(f"{eval_dir}: resuming with {store.saved()} images of finished batches", file=sys.stderr)
+    saved = store.saved()
+    if saved:
+        print(f"{eval_dir}: resuming with {saved} images of finished batches", file=sys.stderr)
     images = GeneratedImages(net, cfg, seeds, device, vae, keep=min(keep, n), stage1=stage1, store=store)
     if s["npz"]:  # ADM's evaluator reads the file: make every image first, then score the array
         arr = images.all(batch)

@@ -11,6 +11,8 @@ Like `--batch-gpu`, it is an option of the training command, not of the run's co
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from dimr.errors import ConfigError
+
 
 def block_lists(model) -> list:
     """The block lists of a network, lowest resolution first (one per MRN branch; one for a Transformer)."""
@@ -21,8 +23,6 @@ def block_lists(model) -> list:
 
 def parse_every(text: str, n_branches: int) -> list[int]:
     """'0' | '1' | 'k' (every branch) or 'k0,k1,...' (one per branch, lowest resolution first)."""
-    from dimr.errors import ConfigError
-
     try:
         every = [int(x) for x in str(text).split(",")]
     except ValueError:

@@ -8,27 +8,21 @@ whose name is the hash of the sampling and evaluation config. The store is remov
 are written: the images were always transient (`sample.npz` keeps them on purpose).
 """
 
-import hashlib
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from dimr.io import atomic_write
+from dimr.io import atomic_write, sha256_file
 
 STORE_DIR = "partial"
-
-
-def file_sha256(path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class BatchStore:
     """`EVAL_DIR/partial/<network sha256[:16]>/<first seed>-<last seed + 1>.npy`, one per finished batch."""
 
     def __init__(self, eval_dir, network_file):
-        self.folder = Path(eval_dir) / STORE_DIR / file_sha256(network_file)[:16]
+        self.folder = Path(eval_dir) / STORE_DIR / sha256_file(network_file)[:16]
         self.loaded = 0  # images read back instead of sampled (reported by the caller)
 
     def _path(self, first_seed: int, end_seed: int) -> Path:
