@@ -10,6 +10,8 @@ from dimr.errors import DimrError
 COMMANDS = {
     "info": ("dimr.models.info", "parameter count and GMACs of a preset",
              "dimr info dimr-xl-2r --json\n  dimr info tiny-dimr --set mlp=gelu"),
+    "plan": ("dimr.training.memory", "GPU memory of a training step: state, activations, the micro-batch "
+             "and checkpointing that fit", "dimr plan dimr-xl-2r --batch 128 --gpus 16"),
     "train": ("dimr.training.command", "train (or resume) the run in RUN_DIR",
               "dimr train runs/demo --preset tiny-dimr --set train.total_kimg=4"),
     "sample": ("dimr.sampling.command", "generate the run's samples (one seed per image)",

@@ -112,6 +112,10 @@ class TrainConfig:
     log_kimg: float = 64.0            # JSON-lines log interval
     keep_checkpoints: int = 2         # older training states are deleted
     snapshot_kimg: float = 0.0        # EMA network snapshots, all kept, for FID over training (0: none)
+    # What keys the random draws (noise levels, noise, label dropout, flips): "sample", the image's place
+    # in the data stream, so 1, 2 or 8 processes and any --batch-gpu train the same run; "rank", the
+    # first versions' (seed, step, rank, micro-batch), kept so that their runs resume as they began.
+    draws: typing.Literal["rank", "sample"] = "rank"
 
     def validate(self, where):
         if self.batch_size <= 0 or self.total_kimg <= 0:
@@ -167,6 +171,8 @@ RECIPES = {
         "train": {"batch_size": 64, "total_kimg": 100.0, "lr": 4e-3, "betas": [0.9, 0.99],
                   "weight_decay": 0.0, "warmup_kimg": 1.0, "ema_decay": 0.999, "ema_warmup": True,
                   "precision": "fp32", "checkpoint_kimg": 10.0, "log_kimg": 5.0, "snapshot_kimg": 25.0},
+        # train.draws stays "rank", the keying docs/TINY_RECIPE.md measured with: tiny runs train in one
+        # process without --batch-gpu, where the rank keying depends on nothing that varies.
         # Classifier-free guidance s = 1.5 (w = 2.5) at 12 DPM-Solver++ steps, chosen on five search-seed
         # networks (docs/TINY_RECIPE.md): mean FID 21.5, against 22.7 at s = 1 and 42.1 unguided; with
         # guidance 12 steps equal 16 (21.5 both), 8 do not (U-ViT 31 vs 22). Every row samples alike; the
@@ -182,7 +188,8 @@ RECIPES = {
     "paper-imagenet64": {
         "data": {"type": "image-folder", "resolution": 64},
         "diffusion": {"schedule": {"type": "vp-continuous"}, "prediction": "eps"},
-        "train": {"lr": 3e-4, "total_kimg": 307200.0},
+        # Draws keyed per image: the run is the same on any number of GPUs and at any --batch-gpu.
+        "train": {"lr": 3e-4, "total_kimg": 307200.0, "draws": "sample"},
         "sample": {"num_samples": 50000, "sampler": {"sampler": "dpmpp-2m", "steps": 50}},
         "evaluate": {"extractor": "inception-v3-compat"},
     },
@@ -193,7 +200,7 @@ RECIPES = {
         # (train.py and eval.py of the official DiMR code), not the schedule's log-SNR.
         "diffusion": {"schedule": {"type": "ddpm-scaled-linear"}, "prediction": "eps",
                       "c_noise": "dimr-latent-proxy"},
-        "train": {"lr": 2e-4, "total_kimg": 1024000.0},
+        "train": {"lr": 2e-4, "total_kimg": 1024000.0, "draws": "sample"},
         # The official protocol: DPM-Solver, 250 steps, s = 0.4 (w = 1.4), 50K samples (configs/
         # DiMR-XL-2R_imagenet256.py, `config.sample`). `sample.npz: true` also writes the 9.8 GB
         # samples.npz that ADM's evaluator reads (off: a sweep would write one per point).

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from dimr.diffusion.noise import BlockNoise, GaussianNoise
+from dimr.diffusion.noise import BlockNoise, GaussianNoise, rand
 from dimr.diffusion.registry import resolve_tagged
 from dimr.errors import ConfigError
 
@@ -162,8 +162,7 @@ class RelayProcess:
         """(n,) float64 u ~ U(0, 1), and with `truncate_sigma` the official clamp u ≥ Φ(z)·L (z the
         normal score of ln truncate_sigma; BlurLoss multiplies by L where u(σ) divides, so its floor
         is σ ≈ 7.1e-3 for 7.5e-3)."""
-        gen_device = generator.device if generator is not None else device
-        u = torch.rand(n, generator=generator, device=gen_device, dtype=torch.float64).to(device)
+        u = rand((n,), generator, device)
         if self.cfg["truncate_sigma"] > 0:
             c = self.cfg
             z = (math.log(c["truncate_sigma"]) - c["p_mean"]) / c["p_std"]

@@ -9,7 +9,7 @@ upsampling back. At sampling it is a stage-1 sample (`dimr.sampling.two_stage`),
 import torch
 import torch.nn.functional as F
 
-from dimr.diffusion.noise import randn
+from dimr.diffusion.noise import rand, randn
 from dimr.diffusion.registry import check_choice, resolve_tagged
 from dimr.errors import ConfigError
 
@@ -82,8 +82,7 @@ class CascadeObjective:
         """The upsampled (augmented) low-resolution image of a clean batch x (N, C, H, W)."""
         low = low_resolution(x, self.cfg["resolution"])                      # (N, C, r, r)
         if self.cfg["augment_sigma_max"] > 0:
-            gen_device = generator.device if generator is not None else x.device
-            u = torch.rand(len(x), generator=generator, device=gen_device).to(x.device, x.dtype)
+            u = rand((len(x),), generator, x.device, torch.float32).to(x.dtype)
             sigma = (self.cfg["augment_sigma_max"] * u).reshape(-1, 1, 1, 1)
             low = low + sigma * randn(low.shape, generator, x.device, x.dtype)
         return upsample(low, x.shape[-1], self.cfg["upsample"])              # (N, C, H, W)

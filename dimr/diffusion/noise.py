@@ -8,16 +8,30 @@ from dimr.diffusion.registry import resolve_tagged
 from dimr.errors import ConfigError
 
 
-def randn(shape, generator=None, device=None, dtype=None):
-    """Standard normal drawn on the generator's device, then moved: same numbers on CPU and CUDA.
+def draw(fn, shape, generator=None, device=None, dtype=torch.float32):
+    """`fn(shape)` (torch.rand or torch.randn) drawn on the generator's device, then moved: the same
+    numbers on CPU and CUDA.
 
-    A list of generators draws sample i from generator i, so image i depends only on its own seed.
+    A list of generators draws sample i (row i of the first dimension) from generator i, so sample i
+    depends only on its own generator: training keys one per image of the global batch, sampling one per
+    image seed.
     """
     if isinstance(generator, (list, tuple)):
-        return torch.stack([randn(shape[1:], g, device, dtype) for g in generator])
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for {shape[0]} samples")
+        return torch.stack([draw(fn, shape[1:], g, device, dtype) for g in generator])
     gen_device = generator.device if generator is not None else device
-    x = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
-    return x.to(device=device, dtype=dtype or torch.float32)
+    return fn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
+def randn(shape, generator=None, device=None, dtype=None):
+    """Standard normal, drawn in float32 (see `draw`), returned as `dtype`."""
+    return draw(torch.randn, shape, generator, device).to(dtype or torch.float32)
+
+
+def rand(shape, generator=None, device=None, dtype=torch.float64):
+    """U(0, 1) in `dtype` (float64 for noise levels), see `draw`."""
+    return draw(torch.rand, shape, generator, device, dtype)
 
 
 def block_noise(eps: torch.Tensor, s: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ from dimr.config import dataclass_from_dict
 from dimr.diffusion.blurring import resolve_process_config
 from dimr.diffusion.cascade import CascadeObjective, resolve_condition_config
 from dimr.diffusion.losses import Loss, resolve_loss_config
-from dimr.diffusion.noise import build_noise, resolve_noise_config
+from dimr.diffusion.noise import build_noise, draw, rand, resolve_noise_config
 from dimr.diffusion.parametrization import PREDICTIONS, append_dims, get_prediction
 from dimr.diffusion.registry import check_choice, resolve_tagged
 from dimr.diffusion.relay import RelayObjective
@@ -26,8 +26,7 @@ from dimr.errors import ConfigError
 
 
 def _rand(n, generator, device):
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(n, generator=generator, device=gen_device, dtype=torch.float64).to(device)
+    return rand((n,), generator, device)
 
 
 def logsnr_uniform_time(n, schedule, generator=None, device=None):
@@ -37,8 +36,7 @@ def logsnr_uniform_time(n, schedule, generator=None, device=None):
 
 def logsnr_edm_lognormal(n, schedule, generator=None, device=None, p_mean=-1.2, p_std=1.2):
     """ln σ_edm ~ N(P_mean, P_std²), λ = −2 ln σ_edm (EDM Table 1; Relay Diffusion §4)."""
-    gen_device = generator.device if generator is not None else device
-    z = torch.randn(n, generator=generator, device=gen_device, dtype=torch.float64).to(device)
+    z = draw(torch.randn, (n,), generator, device, torch.float64)
     return -2.0 * (p_mean + p_std * z)
 
 

@@ -14,7 +14,7 @@ from dimr.config import git_commit
 from dimr.errors import MissingFileError
 from dimr.io import atomic_write_json
 from dimr.metrics.evaluate import EvaluateConfig
-from dimr.metrics.fidelity import Extractor, check_reference, conditional_accuracy, extract
+from dimr.metrics.fidelity import Extractor, Upsampled, check_reference, conditional_accuracy, extract
 from dimr.metrics.network_eval import eval_dir_of, run_config, write_eval_config
 from dimr.metrics.stats import fid_from_stats, load_stats
 from dimr.run_config import load_run_config, train_identity
@@ -66,7 +66,7 @@ def write_curve(out: Path, net_dir, cfg: dict, device="cpu", batch: int = 250, s
         seen.add(state["cur_nimg"])
         net = network_from_state(state, "ema", device)
         images = generate_all(net, cfg, seeds, device, batch, stage1)
-        feats = extract(extractor, images, batch)
+        feats = extract(extractor, Upsampled(images, ev.upsample) if ev.upsample > 1 else images, batch)
         labels = class_label(seeds, net.num_classes).numpy()
         points.append({"kimg": state["cur_nimg"] / 1000, "fid": fid_from_stats(*feats.stats.mu_sigma(),
                                                                                  ref.mu, ref.sigma),
@@ -74,7 +74,7 @@ def write_curve(out: Path, net_dir, cfg: dict, device="cpu", batch: int = 250, s
         print(f"{net_dir}: kimg {points[-1]['kimg']:.1f}  FID {points[-1]['fid']:.2f}  "
               f"accuracy {points[-1]['accuracy']:.3f}", flush=True)
     protocol = {**extractor.protocol(), "num_samples": n, "seed_range": [start, start + n - 1],
-                "sampler": cfg["sample"]["sampler"], "reference": str(ev.reference),
+                "sampler": cfg["sample"]["sampler"], "reference": str(ev.reference), "upsample": ev.upsample,
                 "reference_sha256": ref.sha256, "git_commit": git_commit(),
                 "config_sha256": cfg.get("provenance", {}).get("config_sha256"),
                 "train_sha256": train_identity(cfg)}

@@ -157,6 +157,20 @@ def image_batches(source, batch_size: int, limit: int | None = None):
     yield from (source[i:min(i + batch_size, n)] for i in range(0, n, batch_size))
 
 
+class Upsampled:
+    """An image source nearest-upsampled by `k` (each pixel repeated k x k), batch by batch."""
+
+    def __init__(self, source, k: int):
+        self.source, self.k = source, k
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def batches(self, batch_size: int, limit: int | None = None):
+        for images in image_batches(self.source, batch_size, limit):
+            yield images.repeat(self.k, axis=1).repeat(self.k, axis=2)
+
+
 # ----------------------------------------------------------------------------
 # The extractor and one streamed pass.
 

@@ -73,6 +73,12 @@ class MRNConfig:
                 raise ConfigError(f"branch {r + 1}: heads={h} must be positive and divide width {d}")
             if r and (self.patch_sizes[r - 1] % p):
                 raise ConfigError(f"patch_sizes {self.patch_sizes}: each must be a multiple of the next")
+        if self.patch_sizes[-1] != 1:
+            # Each head is a 3x3 conv on its token grid (official Stage.output_layer): the last branch
+            # predicts the full-resolution image only with one token per pixel.
+            raise ConfigError(f"patch_sizes {self.patch_sizes}: the last (highest-resolution) branch needs "
+                              f"patch 1, its head predicts on its token grid; e.g. "
+                              f"{[p // self.patch_sizes[-1] for p in self.patch_sizes]}")
         _check_common(self)
 
 

@@ -1,5 +1,6 @@
 """`dimr train RUN_DIR`: create the run config on first use, then train or resume."""
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -14,19 +15,30 @@ from dimr.training.loop import training_loop
 def add_arguments(p):
     p.add_argument("run_dir", help="run directory; holds config.json, checkpoints and the final network")
     add_config_arguments(p)
-    p.add_argument("--batch-gpu", type=int, default=None,
-                   help="micro-batch per process (gradient accumulation); speed only, results unchanged "
-                        "up to the random stream")
+    p.add_argument("--batch-gpu", type=batch_gpu_value, default="auto",
+                   help="micro-batch per process (gradient accumulation), or auto (default): the memory "
+                        "plan's on a GPU (`dimr plan`), the whole per-process batch on the CPU; speed only "
+                        "under train.draws: sample")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: LOCAL_RANK's GPU or CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
-    p.add_argument("--checkpoint-blocks", default=None, metavar="K[,K...]",
+    p.add_argument("--checkpoint-blocks", default="auto", metavar="K[,K...]",
                    help="activation checkpointing: every K-th block (1: all, 0: none), or one K per branch "
-                        "lowest resolution first; memory for time, the same weights")
+                        "lowest resolution first, or auto (default: the memory plan's on a GPU, none on the "
+                        "CPU); memory for time, the same weights")
     p.add_argument("--require", action="append", default=[], metavar="PATH",
                    help="a file later stages read (reference statistics, weights): checked before training")
     p.add_argument("--stop-at-kimg", type=float, default=None,
                    help="stop (with a checkpoint) after this many kimg; rerun without it to finish")
+
+
+def batch_gpu_value(text: str):
+    """argparse type of --batch-gpu: 'auto' or a positive integer."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}")
+    return int(text)
 
 
 def add_config_arguments(p):

@@ -1,13 +1,15 @@
 """The training loop: everything it does is decided by the run config saved in `run_dir`.
 
 Resume is running the same command again (EDM2): the newest checkpoint is found by file name, the
-data order restarts at the image counter, and every random draw is seeded from
-(seed, step, rank, micro-batch), so a run killed at any moment ends bit-identical on the CPU.
+data order restarts at the image counter, and every random draw is seeded from the run seed and the
+image's place in the data stream (`train.draws: sample`; the first versions': from (seed, step, rank,
+micro-batch)), so a run killed at any moment ends bit-identical on the CPU, and the same run on 1 or 8
+processes, at any micro-batch, draws the same noise for the same image. Dropout masks are the exception:
+they come from the global RNG, seeded per (step, rank).
 """
 
 import contextlib
 import copy
-import hashlib
 import json
 import math
 import signal
@@ -22,6 +24,7 @@ from tqdm import tqdm
 from dimr.config import TrainConfig, dataclass_from_dict, train_subset
 from dimr.data import build_dataset
 from dimr.diffusion import build_objective
+from dimr.diffusion.noise import rand
 from dimr.errors import EXIT_REQUEUE as EXIT_INTERRUPTED
 from dimr.errors import DimrError
 from dimr.io import atomic_write_text, stale_temp_files
@@ -38,7 +41,8 @@ from dimr.training.checkpoint import (
     save_snapshot,
     save_state,
 )
-from dimr.training.data_stream import StreamBatchSampler
+from dimr.training.data_stream import SeededItems, StreamBatchSampler, derived_seed, item_seed
+from dimr.training.memory import training_choice
 from dimr.training.optim import build_optimizer, ema_decay, learning_rate, update_ema
 
 LOG_FILE = "training_log.jsonl"
@@ -46,12 +50,6 @@ LOG_FILE = "training_log.jsonl"
 
 class TrainingDiverged(DimrError):
     """The loss became non-finite; the last good checkpoint is kept."""
-
-
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed that depends on every part; no two (seed, step, rank, micro) tuples collide."""
-    digest = hashlib.sha256("-".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 class StopFlag:
@@ -71,7 +69,7 @@ def train_section(cfg: dict) -> TrainConfig:
     return dataclass_from_dict(TrainConfig, cfg["train"], "train")
 
 
-def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: int | None = None,
+def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: int | str | None = None,
                   num_workers: int = 0, compile_model: bool = False, stop_at_kimg: float | None = None,
                   checkpoint_blocks: str | None = None,
                   progress: bool | None = None) -> Path:
@@ -89,9 +87,14 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     per_rank = train.batch_size // world
     if per_rank * world != train.batch_size:
         raise DimrError(f"train.batch_size={train.batch_size} is not divisible by {world} processes")
-    micro = batch_gpu or per_rank
-    if per_rank % micro:
+    gpu_bytes = torch.cuda.get_device_properties(dev).total_memory if dev.type == "cuda" else None
+    micro, checkpoint_blocks, plan_note = training_choice(
+        cfg["model"], per_rank, world, train.precision, train.draws, batch_gpu or "auto",
+        checkpoint_blocks or "auto", gpu_bytes)
+    if micro <= 0 or per_rank % micro:
         raise DimrError(f"--batch-gpu {micro} must divide the per-process batch {per_rank}")
+    if plan_note and rank == 0:
+        print(plan_note, flush=True)
     total_steps = math.ceil(train.total_kimg * 1000 / train.batch_size)
     stop_steps = total_steps if stop_at_kimg is None else min(
         total_steps, math.ceil(stop_at_kimg * 1000 / train.batch_size))
@@ -100,7 +103,7 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     torch.manual_seed(cfg["seed"])  # initial weights depend only on the run seed
     model = build_model(cfg["model"]).to(dev)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    if checkpoint_blocks:  # memory for time; the weights are the same (dimr/models/checkpointing.py)
+    if checkpoint_blocks != "0":  # memory for time; the same weights (dimr/models/checkpointing.py)
         set_checkpointing(model, parse_every(checkpoint_blocks, len(block_lists(model))))
     optimizer = build_optimizer(model, train)
     objective = build_objective(cfg["diffusion"])
@@ -129,8 +132,10 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
                                       find_unused_parameters=True)
     if compile_model:
         net = torch.compile(net)
-    sampler = StreamBatchSampler(len(dataset), train.batch_size, cfg["seed"], rank, world, step)
-    loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+    keyed = train.draws == "sample"
+    sampler = StreamBatchSampler(len(dataset), train.batch_size, cfg["seed"], rank, world, step, keyed)
+    loader = iter(torch.utils.data.DataLoader(SeededItems(dataset) if keyed else dataset,
+                                              batch_sampler=sampler, num_workers=num_workers,
                                               pin_memory=dev.type == "cuda"))
     train_step = TrainStep(net, model, ema, optimizer, objective, cfg, micro, rank, world)
     stop = StopFlag()
@@ -141,10 +146,14 @@ def training_loop(run_dir, cfg: dict, *, device: str | None = None, batch_gpu: i
     window = {"loss": 0.0, "n": 0, "t0": time.perf_counter(), "nimg": 0, "stats": {}}
 
     while step < stop_steps:
-        # Augmentations (flips, latent posterior samples) and dropout draw from the global RNG:
-        # reseed it per step so a resumed run repeats them (exact with --workers 0).
-        torch.manual_seed(derived_seed(cfg["seed"], step, rank, -1))
-        x_all, y_all = next(loader)
+        # Dropout (and under draws "rank", the augmentations: flips, latent posterior samples) draws
+        # from the global RNG: reseed it per step so a resumed run repeats them.
+        if keyed:
+            x_all, y_all = next(loader)  # each item seeds its own augmentation (SeededItems)
+            torch.manual_seed(derived_seed(cfg["seed"], step, rank, -1))
+        else:
+            torch.manual_seed(derived_seed(cfg["seed"], step, rank, -1))
+            x_all, y_all = next(loader)  # exact with --workers 0
         step_loss, stats = train_step(x_all, y_all, step)
         if not torch.isfinite(step_loss):
             raise TrainingDiverged(
@@ -223,9 +232,9 @@ class TrainStep:
         for m in range(num_micro):
             x = x_all[m * self.micro:(m + 1) * self.micro].to(dev, non_blocking=True)
             y = y_all[m * self.micro:(m + 1) * self.micro].to(dev, non_blocking=True)
-            gen = torch.Generator(dev).manual_seed(derived_seed(self.seed, step, self.rank, m))
+            gen = self.generators(step, m, len(x))
             # Label dropout to the null class for classifier-free guidance.
-            drop = torch.rand(y.shape, generator=gen, device=dev) < train.label_dropout
+            drop = rand(y.shape, gen, dev, torch.float32) < train.label_dropout
             y = torch.where(drop, torch.full_like(y, self.null_class), y)
             last = m == num_micro - 1
             ctx = self.net.no_sync() if (self.world > 1 and not last) else contextlib.nullcontext()
@@ -236,6 +245,16 @@ class TrainStep:
             for k, v in stats.items():
                 stats_sum[k] = stats_sum.get(k, 0.0) + float(v) / num_micro
         return distributed.all_reduce_mean(step_loss), stats_sum
+
+    def generators(self, step: int, m: int, n: int):
+        """The generator(s) of micro-batch m: one per image, keyed by its stream position (draws
+        "sample"), or one for the micro-batch, keyed by (seed, step, rank, m) (draws "rank")."""
+        if self.train.draws == "rank":
+            return torch.Generator(self.device).manual_seed(derived_seed(self.seed, step, self.rank, m))
+        batch = self.train.batch_size
+        first = step * batch + self.rank * (batch // self.world) + m * self.micro
+        return [torch.Generator(self.device).manual_seed(item_seed(self.seed, p))
+                for p in range(first, first + n)]
 
     def finish(self, step: int):
         if self.train.grad_clip > 0:

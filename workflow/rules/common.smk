@@ -86,7 +86,8 @@ def site_of(spec: dict) -> dict:
     if spec["recipe"] != "tiny-fmnist":
         return paths
     data = deep_merge(RECIPES["tiny-fmnist"]["data"], spec.get("data", {}))
-    fidnet, reference = prepared_paths(data["resolution"], data.get("upsample", 1))
+    k = spec.get("evaluate", {}).get("upsample", 1)  # scored at k times the side (evaluate.upsample)
+    fidnet, reference = prepared_paths(data["resolution"] * k, data.get("upsample", 1) * k)
     return deep_merge({"evaluate": {"extractor_weights": fidnet, "reference": reference}}, paths)
 
 
