@@ -6,11 +6,18 @@ evaluation time = samples / feature-extraction images/s. A run whose preset was 
 whose model overrides change its size, is costed by its FLOPs at the achieved TFLOP/s measured for
 its preset (or, failing that, the mean over the benchmarked presets); the `basis` column says which.
 GPU-hours are device-hours: spreading a run over more GPUs shortens the wall time, not the bill.
+
+Each run's training is placed by the memory plan (dimr.training.memory) on the cluster's train jobs
+(`Placement`: GPUs per job, GPU memory, time limit, the slurm profile's defaults): the plan's
+checkpointing adds its recomputed forward passes to the training time (every block: a step of forward +
+backward ≈ 3 forward passes becomes 4), and the wall time over the GPUs gives the time-limit requeues a
+run goes through (the launcher requeues without a cap; each resumes from the last checkpoint).
 """
 
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -113,6 +120,19 @@ class Throughput:
 
 
 @dataclasses.dataclass
+class Placement:
+    """Where a run trains: config/slurm.yaml's train job (gpus x nodes, runtime) on GPUs of gpu_gib."""
+
+    gpus: int = 8
+    gpu_gib: float = 80.0
+    time_limit_min: float = 1440.0
+
+
+# Training time with checkpointing, relative to none: every k-th block runs its forward pass twice.
+RECOMPUTE = {0: 1.0, 2: 1.0 + 1 / 6, 1: 1.0 + 1 / 3}
+
+
+@dataclasses.dataclass
 class RunCost:
     """Device-hours of one run: training, sampling, feature extraction."""
 
@@ -127,6 +147,10 @@ class RunCost:
     train_h: float
     sample_h: float
     eval_h: float
+    gpus: int = 1
+    batch_gpu: int = 0          # the memory plan's micro-batch per GPU (0: does not fit)
+    checkpoint_blocks: int = 0  # the plan's --checkpoint-blocks (0 none, 1 every block, 2 every 2nd)
+    requeues: int = 0           # time-limit requeues of the training job
 
     @property
     def total_h(self) -> float:
@@ -160,9 +184,20 @@ def run_sections(spec: dict) -> dict:
 class Estimator:
     """Costs runs with a Throughput; FLOP counts are cached per model config (meta device)."""
 
-    def __init__(self, throughput: Throughput):
-        self.tp = throughput
+    def __init__(self, throughput: Throughput, placement: Placement | None = None):
+        self.tp, self.place = throughput, placement or Placement()
         self._flops: dict[str, tuple[float, float]] = {}
+        self._plans: dict[str, dict] = {}
+
+    def memory_choice(self, model_cfg: dict, batch_per_gpu: int, precision: str) -> dict:
+        """The memory plan's {checkpoint_blocks, batch_gpu, accumulation}, cached per model and batch."""
+        from dimr.training import memory  # local: it builds networks on the meta device
+
+        key = json.dumps([model_cfg, batch_per_gpu, precision], sort_keys=True)
+        if key not in self._plans:
+            self._plans[key] = memory.plan(model_cfg, batch_per_gpu, self.place.gpus, self.place.gpu_gib,
+                                           precision).choice
+        return self._plans[key]
 
     def flops(self, model_cfg: dict) -> tuple[float, float]:
         """(training FLOPs, forward FLOPs) per image."""
@@ -189,9 +224,15 @@ class Estimator:
         eval_s = n / self.tp.extract[extractor] if extractor in self.tp.extract else 0.0
         if sample_basis != basis:
             basis = f"train {basis}, sample {sample_basis}"
-        return RunCost(study, variant, seed, preset, cfg["train"]["total_kimg"], n, nfe, basis,
-                       cfg["train"]["total_kimg"] * 1000 * s_train / 3600, n * nfe * guided * s_eval / 3600,
-                       eval_s / 3600)
+        train = cfg["train"]
+        gpus = min(self.place.gpus, train["batch_size"])
+        choice = self.memory_choice(cfg["model"], max(1, train["batch_size"] // gpus),
+                                    train.get("precision", "bf16"))
+        train_h = train["total_kimg"] * 1000 * s_train / 3600 * RECOMPUTE[choice["checkpoint_blocks"]]
+        requeues = max(0, math.ceil(train_h / gpus * 60 / self.place.time_limit_min) - 1)
+        return RunCost(study, variant, seed, preset, train["total_kimg"], n, nfe, basis, train_h,
+                       n * nfe * guided * s_eval / 3600, eval_s / 3600, gpus, choice["batch_gpu"],
+                       choice["checkpoint_blocks"], requeues)
 
 
 # ----------------------------------------------------------------------------
@@ -225,8 +266,9 @@ def preset_costs(est: Estimator, presets: list[str], kimgs: list[float], recipe:
     return out
 
 
-def dry_run_table(configs: dict, bench=None) -> str:
-    """The table for resolved run configs {(study, variant, seed): config}, e.g. from a workflow dry run.
+def dry_run_table(specs: dict, bench=None, placement: Placement | None = None) -> str:
+    """The table for run specs {(study, variant, seed): spec}, as a workflow dry run plans them (a
+    resolved config is a spec too).
 
     Without benchmark results this is a one-line note saying how to get them, never an error.
     """
@@ -234,8 +276,8 @@ def dry_run_table(configs: dict, bench=None) -> str:
         tp = Throughput.load(bench or newest_benchmark())
     except DimrError as err:
         return f"compute estimate unavailable: {err}"
-    est = Estimator(tp)
-    return format_table([est.cost_config(cfg, *key) for key, cfg in configs.items()], tp)
+    est = Estimator(tp, placement)
+    return format_table([est.cost(spec, *key) for key, spec in specs.items()], tp, est.place)
 
 
 def summarize(costs: list[RunCost]) -> dict:
@@ -256,14 +298,18 @@ def _h(hours: float) -> str:
     return f"{hours:.3f}" if hours < 100 else f"{hours:,.0f}"
 
 
-def format_table(costs: list[RunCost], tp: Throughput) -> str:
+def format_table(costs: list[RunCost], tp: Throughput, place: Placement | None = None) -> str:
+    place = place or Placement()
     head = f"{'study':<16} {'variant':<20} {'seed':>4} {'preset':<22} {'kimg':>10} {'train h':>10} " \
-           f"{'sample h':>9} {'eval h':>7} {'total h':>10}  basis"
-    lines = [f"{tp.unit} on {tp.machine} (throughput from {tp.source})", head, "-" * len(head)]
+           f"{'sample h':>9} {'eval h':>7} {'total h':>10} {'micro':>5} {'ckpt':>4} {'requeues':>8}  basis"
+    lines = [f"{tp.unit} on {tp.machine} (throughput from {tp.source}); training on {place.gpus} GPUs of "
+             f"{place.gpu_gib:g} GiB per job, {place.time_limit_min:g}-minute time limit; micro: the memory "
+             "plan's per-GPU micro-batch, ckpt: its --checkpoint-blocks (estimates, `dimr plan`)",
+             head, "-" * len(head)]
     for c in costs:
         lines.append(f"{c.study:<16} {c.variant:<20} {c.seed:>4} {c.preset:<22} {c.kimg:>10.1f} "
-                     f"{_h(c.train_h):>10} {_h(c.sample_h):>9} {_h(c.eval_h):>7} {_h(c.total_h):>10}  "
-                     f"{c.basis}")
+                     f"{_h(c.train_h):>10} {_h(c.sample_h):>9} {_h(c.eval_h):>7} {_h(c.total_h):>10} "
+                     f"{c.batch_gpu:>5} {c.checkpoint_blocks:>4} {c.requeues:>8}  {c.basis}")
     lines.append("-" * len(head))
     for study, s in summarize(costs).items():
         name = "TOTAL" if study == "all" else study
@@ -290,6 +336,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="recipe of --preset runs (default: the one matching the preset's input)")
     p.add_argument("--bench", default=None, help=f"benchmark JSON (default: the newest in {RESULTS_DIR}/)")
     p.add_argument("--compiled", action="store_true", help="use the torch.compile training benchmarks")
+    p.add_argument("--gpus", type=int, default=Placement.gpus, help="GPUs of one training job")
+    p.add_argument("--gpu-memory", type=float, default=Placement.gpu_gib, help="GiB per GPU")
+    p.add_argument("--time-limit", type=float, default=Placement.time_limit_min,
+                   help="training job time limit in minutes (config/slurm.yaml resources.train.runtime)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -298,7 +348,7 @@ def run(args) -> int:
         raise ConfigError("nothing to estimate: give study files (ablations/*.yaml) "
                           "or --preset NAME [--kimg K]")
     tp = Throughput.load(args.bench or newest_benchmark(), compiled=args.compiled)
-    est = Estimator(tp)
+    est = Estimator(tp, Placement(args.gpus, args.gpu_memory, args.time_limit))
     costs = []
     for path in args.studies:
         costs += study_costs(est, path, args.scale, args.max_seeds)
@@ -309,5 +359,5 @@ def run(args) -> int:
                           "runs": [{**dataclasses.asdict(c), "total_h": c.total_h} for c in costs],
                           "studies": summarize(costs)}, indent=2))
     else:
-        print(format_table(costs, tp))
+        print(format_table(costs, tp, est.place))
     return 0

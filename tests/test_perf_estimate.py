@@ -152,3 +152,20 @@ def test_dry_run_table_costs_resolved_configs(bench_file, tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("table1 ") and "glu" in line)
     assert row.split()[5] == "0.100" and "measured" in row  # train hours: 36 kimg at 100 img/s
     assert estimate.dry_run_table({}, tmp_path / "none.json").startswith("compute estimate unavailable")
+
+
+def test_memory_plan_places_training_and_counts_time_limit_requeues(bench_file):
+    tp = estimate.Throughput.load(bench_file)
+    spec = {"preset": "dimr-xl-2r", "recipe": "paper-imagenet256"}  # global batch 1024, no latents here
+    official = estimate.Estimator(tp, estimate.Placement(gpus=16, gpu_gib=80, time_limit_min=1440)).cost(spec)
+    assert (official.gpus, official.batch_gpu, official.checkpoint_blocks) == (16, 64, 0)
+    # On 40-GiB GPUs 64 images do not fit without checkpointing: every block is, and the step recomputes
+    # its forward pass (3 passes of work become 4).
+    small = estimate.Estimator(tp, estimate.Placement(gpus=16, gpu_gib=40, time_limit_min=1440)).cost(spec)
+    assert small.checkpoint_blocks == 1 and small.batch_gpu == 64
+    assert small.train_h == pytest.approx(official.train_h * 4 / 3)
+    # Requeues: the wall time over the job's GPUs, in time limits, less the first submission.
+    for c, limit in ((official, 1440), (small, 1440)):
+        assert c.requeues == max(0, -(-c.train_h / 16 * 60 // limit) - 1)
+    short = estimate.Estimator(tp, estimate.Placement(gpus=16, gpu_gib=80, time_limit_min=60)).cost(spec)
+    assert short.requeues > official.requeues

@@ -104,10 +104,15 @@ class Trace:
         return total, total + rebuilt
 
 
-def trace(model_cfg: dict, batch: int, precision: str = "bf16") -> Trace:
-    """Trace the saved tensors of one forward pass of `model_cfg` at `batch` on the meta device."""
-    with torch.device("meta"):
-        model = build_model(model_cfg)
+def meta_model(model_cfg: dict):
+    with torch.device("meta"):  # no memory and no initialisation compute, even for the 1B presets
+        return build_model(model_cfg)
+
+
+def trace(model_cfg: dict, batch: int, precision: str = "bf16", model=None) -> Trace:
+    """Trace the saved tensors of one forward pass of `model_cfg` (or of its meta-device `model`) at
+    `batch` on the meta device."""
+    model = model if model is not None else meta_model(model_cfg)
     param_keys = {p.untyped_storage()._cdata for p in model.parameters()}
     blocks = [blk for branch in block_lists(model) for blk in branch]
     branch_of = [b for b, branch in enumerate(block_lists(model)) for _ in branch]
@@ -191,8 +196,9 @@ def plan(model_cfg: dict, batch_per_gpu: int, gpus: int = 8, gpu_gib: float = 80
     parts, so the largest micro-batch that fits is solved for, not searched. (Not batch 1: there some
     reshapes return views where larger batches copy, so its storages are not the same set.)
     """
-    n_branches = len(block_lists_of(model_cfg))
-    t2, t4 = trace(model_cfg, 2, precision), trace(model_cfg, 4, precision)
+    model = meta_model(model_cfg)
+    n_branches = len(block_lists(model))
+    t2, t4 = trace(model_cfg, 2, precision, model), trace(model_cfg, 4, precision, model)
     params = t2.params
     state = {k: v * params for k, v in STATE_BYTES_PER_PARAM.items()}
     if gpus > 1:
@@ -212,8 +218,7 @@ def plan(model_cfg: dict, batch_per_gpu: int, gpus: int = 8, gpu_gib: float = 80
 
 
 def block_lists_of(model_cfg: dict) -> list:
-    with torch.device("meta"):
-        return block_lists(build_model(model_cfg))
+    return block_lists(meta_model(model_cfg))
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:

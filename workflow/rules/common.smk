@@ -521,6 +521,27 @@ if profile_in_use() == "slurm" and config["dispatch"] != "slurm":
         "nothing is run on this host instead of the cluster.")
 
 
+def dry_run_requested() -> bool:
+    """`snakemake -n` (or `-np`, `--dry-run`) on the command line: a dry run runs no `onstart` handler."""
+    return any(arg in ("--dry-run", "--dryrun") or re.fullmatch(r"-[A-Za-z]*n[A-Za-z]*", arg) is not None
+               for arg in sys.argv[1:])
+
+
+if SCALE == "paper" and config["dispatch"] == "slurm" and dry_run_requested():
+    # GPU-hours of what the cluster dry run plans, placed as its train jobs are (dimr estimate, dimr
+    # plan); a memory plan per network takes a few seconds, so a local dry run does not wait for it.
+    from dimr import estimate
+
+    train = launch_resources("train", gpus=1, runtime=60)
+    placement = estimate.Placement(gpus=int(train["gpus"]) * int(train["nodes"]),
+                                   time_limit_min=float(train["runtime"]))
+    # the studies of the targets on the command line (results/<study>.csv, ...), else config `studies`
+    named = {m.group(1) for a in sys.argv[1:] if (m := re.match(r"results/([a-z0-9-]+?)(_|\.|$)", a))}
+    shown = named or set(config["studies"])
+    print(estimate.dry_run_table({(r.study, r.variant, r.seed): run_spec_of(r) for r in RUNS
+                                  if r.study in shown}, placement=placement), file=sys.stderr)
+
+
 def launch(stage: str, command: str) -> str:
     """Shell command: submit `dimr <command>` under `config[dispatch]`, wait for it, log to {log}.
 
