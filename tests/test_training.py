@@ -50,11 +50,13 @@ def test_stream_sampler_restarts_at_any_step():
     assert sorted(first_epoch) == list(range(50))
 
 
-def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("draws", ["rank", "sample"])
+def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, draws):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    subprocess.run(dimr_cmd("train", str(ref), *TINY), check=True, env=env_one_thread(),
+    args = [*TINY, "--set", f"train.draws={draws}", "--set", "data.hflip=true"]  # flips: keyed items too
+    subprocess.run(dimr_cmd("train", str(ref), *args), check=True, env=env_one_thread(),
                    capture_output=True)
-    proc = subprocess.Popen(dimr_cmd("train", str(killed), *TINY), env=env_one_thread(),
+    proc = subprocess.Popen(dimr_cmd("train", str(killed), *args), env=env_one_thread(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while len(list_checkpoints(killed)) < 2 and proc.poll() is None and time.time() < deadline:
