@@ -155,7 +155,7 @@ class SampleConfig:
 # Recipes: complete defaults for a scale; a spec lists only what differs.
 
 RECIPES = {
-    # The embedded default: Fashion-MNIST down-sampled to 16×16 on 2 CPU cores, 2-5 minutes of training
+    # The embedded default: Fashion-MNIST down-sampled to 16×16 on 2 CPU cores, 1.5-3 minutes of training
     # per run.
     # Chosen by tools/recipe_search.py on run seeds 100+ and sample seeds 1,000,000+ (docs/TINY_RECIPE.md);
     # the studies use run seeds 0-9 and sample seeds 0..N.
@@ -168,11 +168,9 @@ RECIPES = {
         # Short runs: a high lr (4e-3: U-ViT FID 71 -> 56, MRN with TD-LN 44 -> 29 over 2e-3 on the
         # search seed; 8e-3 is worse again) with betas (0.9, 0.99), no weight decay, and an EMA that warms
         # up so that the average does not hold the initial weights (the paper's 0.9999 needs 300K steps).
-        # 150 kimg (2,344 steps, 2.5 epochs): at 100 the single-branch rows still fall by 8-10 FID per 25
-        # kimg, and a U-ViT search seed that learns slowly (FID 37.6 at 100) is at 28.5 at 150.
-        "train": {"batch_size": 64, "total_kimg": 150.0, "lr": 4e-3, "betas": [0.9, 0.99],
+        "train": {"batch_size": 64, "total_kimg": 100.0, "lr": 4e-3, "betas": [0.9, 0.99],
                   "weight_decay": 0.0, "warmup_kimg": 1.0, "ema_decay": 0.999, "ema_warmup": True,
-                  "precision": "fp32", "checkpoint_kimg": 10.0, "log_kimg": 5.0, "snapshot_kimg": 30.0},
+                  "precision": "fp32", "checkpoint_kimg": 10.0, "log_kimg": 5.0, "snapshot_kimg": 25.0},
         # train.draws stays "rank", the keying docs/TINY_RECIPE.md measured with: tiny runs train in one
         # process without --batch-gpu, where the rank keying depends on nothing that varies.
         # Classifier-free guidance s = 1.5 (w = 2.5) at 12 DPM-Solver++ steps, chosen on five search-seed

@@ -102,6 +102,21 @@ def test_transformer_switches():
         assert pred.shape == (2, channels, 16, 16)
 
 
+def test_final_conv_dirac_init_is_the_identity_and_leaves_every_other_weight_alone():
+    base = {"width": 32, "depth": 3, "heads": 2, "resolution": 16}
+    torch.manual_seed(0)
+    default = build_model(resolve_model_config("tiny-uvit", {**base, "final_conv_init": "pytorch"}))
+    torch.manual_seed(0)
+    dirac = build_model(resolve_model_config("tiny-uvit", {**base, "final_conv_init": "dirac"}))
+    x = torch.randn(2, 1, 16, 16)
+    torch.testing.assert_close(dirac.head.conv(x), x, rtol=0, atol=0)
+    assert not torch.allclose(default.head.conv(x), x)  # PyTorch's default: a random 3×3 filter
+    a, b = default.state_dict(), dirac.state_dict()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == ["head.conv.weight", "head.conv.bias"]
+    with pytest.raises(Exception, match="final_conv_init"):
+        resolve_model_config("tiny-uvit", {"final_conv_init": "zeros"})
+
+
 def test_pixel_shuffle_matches_the_official_layout():
     """DiMR's PixelShuffleUpsample: reshape (B, H, W, r, r, C/r²), swap W and the first r, merge."""
     torch.manual_seed(0)

@@ -102,6 +102,11 @@ class TransformerConfig:
     long_skips: bool = False  # U-ViT long skips
     pos_embed: str = "sincos"  # "learned" (U-ViT, covers the extra tokens too) | "sincos" (DiT, fixed buffer)
     final_conv: bool = False  # U-ViT's 3×3 conv after unpatchify
+    # Its initial weights: "pytorch" (the official libs/uvit.py leaves the conv at PyTorch's default) |
+    # "dirac" (the identity kernel, zero bias). With one image channel the default is a random 3×3
+    # filter whose frequency response can come close to zero; the network then has to learn to invert
+    # it, and at tiny scale such seeds stay in a slow mode of speckle and patch-boundary lines.
+    final_conv_init: str = "pytorch"
     # "mechanism": the conditioning's head norm (adaLN modulates it) → Linear; "diffit": LN (no affine, eps
     # 1e-6) → SiLU → Linear, unconditioned, the Linear zero-initialised (official diffit.py FinalLayer).
     final_layer: str = "mechanism"
@@ -123,6 +128,7 @@ class TransformerConfig:
         _choice("conditioning", self.conditioning, tuple(CONDITIONINGS))
         _choice("pos_embed", self.pos_embed, ("learned", "sincos"))
         _choice("final_layer", self.final_layer, FINAL_LAYERS)
+        _choice("final_conv_init", self.final_conv_init, ("pytorch", "dirac"))
         if self.patch_size <= 0 or self.resolution % self.patch_size:
             raise ConfigError(f"patch_size={self.patch_size} must be positive and divide {self.resolution}")
         if self.width <= 0 or self.depth <= 0 or self.heads <= 0 or self.width % self.heads:

@@ -83,6 +83,9 @@ class Transformer(nn.Module):
         if self.mech.zero_init or self.cfg.final_layer == "diffit":  # DiT; DiffiT's _initialize_weights too
             nn.init.zeros_(self.head.linear.weight)
             nn.init.zeros_(self.head.linear.bias)
+        if self.head.conv is not None and self.cfg.final_conv_init == "dirac":  # after the default init,
+            nn.init.dirac_(self.head.conv.weight)  # which drew from the RNG: the other weights are unchanged
+            nn.init.zeros_(self.head.conv.bias)
 
     def forward(self, x, c_noise, y):
         """x (N, C + cond_channels, H, W), c_noise (N,), y (N,) → [(N, C_out, H, W)]."""
