@@ -1,6 +1,8 @@
 """Shared pytest fixtures. `slurm_cluster` (a real single-node SLURM cluster): see tests/slurm_cluster.py."""
 
 import contextlib
+import os
+import signal
 
 import pytest
 import torch
@@ -55,3 +57,26 @@ def tiny_eval(tmp_path_factory):
             "evaluate": {"extractor_weights": str(weights), "reference": str(root / "ref.npz"),
                          "metrics": ["fid", "is"], "fid_bootstrap": 0, "clean_fid": False}}
     return root, spec
+
+
+@pytest.fixture
+def preempt_in_batch(monkeypatch):
+    """`arm(k)`: SLURM's pre-emption signal (SIGUSR2) while the k-th sample batch from now on is being made
+    (None: never); returns the list of the first seeds of the batches made from now on."""
+    from dimr.sampling import generate
+
+    made, at, real = [], [None], generate.GeneratedImages._make
+
+    def make(self, seeds):
+        made.append(int(seeds[0]))
+        if len(made) == at[0]:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return real(self, seeds)
+
+    def arm(k):
+        made.clear()
+        at[0] = k
+        return made
+
+    monkeypatch.setattr(generate.GeneratedImages, "_make", make)
+    return arm

@@ -3,26 +3,36 @@
 Each snapshot (`train.snapshot_kimg`) and the final network sample the first `sample.snapshot_samples`
 seeds of the run's sample set with the run's sampler; the metrics use the run's evaluate section
 (extractor, reference statistics), so a point of the curve differs from metrics.json only in N.
+
+Every snapshot's finished sample batches are kept on disk (dimr.sampling.batch_store, tag "curve", beside
+curve.json) while the curve is made: a job pre-empted or requeued (SIGUSR2, SIGTERM) exits
+dimr.errors.EXIT_REQUEUE and the rerun reads them back, so its curve.json equals an uninterrupted one
+(each image depends only on its seed and the snapshot). The stores are removed once curve.json is written.
 """
 
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from dimr.config import git_commit
-from dimr.errors import MissingFileError
+from dimr.data.latents import load_vae
+from dimr.errors import EXIT_REQUEUE, MissingFileError
 from dimr.io import atomic_write_json
 from dimr.metrics.evaluate import EvaluateConfig
 from dimr.metrics.fidelity import Extractor, Upsampled, check_reference, conditional_accuracy, extract
 from dimr.metrics.network_eval import eval_dir_of, run_config, write_eval_config
 from dimr.metrics.stats import fid_from_stats, load_stats
+from dimr.preemption import Preempted, raise_on_preemption
 from dimr.run_config import load_run_config, train_identity
-from dimr.sampling.generate import class_label, generate_all, network_from_state
+from dimr.sampling.batch_store import BatchStore
+from dimr.sampling.generate import GeneratedImages, class_label, network_from_state
 from dimr.sampling.two_stage import load_stage1
 from dimr.training.checkpoint import FINAL_NETWORK, list_snapshots, load_state
 
 CURVE_FILE = "curve.json"
+STORE_TAG = "curve"  # its batch stores' tag: `dimr eval` of the final network may run in the same folder
 
 
 def snapshot_networks(run_dir) -> list[Path]:
@@ -50,7 +60,8 @@ def curve_of_network(net_dir, ev: dict, eval_dir=None, device="cpu", batch: int 
 
 
 def write_curve(out: Path, net_dir, cfg: dict, device="cpu", batch: int = 250, stage1=None) -> dict:
-    """Score every snapshot of the network in `net_dir` with `cfg`'s sampler and protocol; write `out`."""
+    """Score every snapshot of the network in `net_dir` with `cfg`'s sampler and protocol; write `out`.
+    Finished batches of every snapshot are kept beside `out` until it is written (a requeued job resumes)."""
     ev = EvaluateConfig.from_dict(cfg["evaluate"])
     extractor = Extractor(ev.extractor, ev.extractor_weights, ev.extractor_sha256, device)
     ref = load_stats(ev.reference, ev.reference_sha256)
@@ -58,14 +69,20 @@ def write_curve(out: Path, net_dir, cfg: dict, device="cpu", batch: int = 250, s
     paths = snapshot_networks(net_dir)  # checked before any sampling
     n, start = cfg["sample"]["snapshot_samples"], cfg["sample"]["seed_start"]
     seeds = torch.arange(start, start + n)
-    points, seen = [], set()
+    vae = load_vae(cfg["data"]["vae"]).to(device) if cfg["data"]["type"] == "latents" else None
+    points, seen, stores = [], set(), []
     for path in paths:
         state = load_state(path, what="network snapshot")
         if state["cur_nimg"] in seen:  # the last snapshot is the final network
             continue
         seen.add(state["cur_nimg"])
         net = network_from_state(state, "ema", device)
-        images = generate_all(net, cfg, seeds, device, batch, stage1)
+        store = BatchStore(Path(out).parent, path, tag=STORE_TAG)
+        stores.append(store)
+        if saved := store.saved():
+            print(f"{net_dir}: kimg {state['cur_nimg'] / 1000:g}: resuming with {saved} images of "
+                  "finished batches", file=sys.stderr, flush=True)
+        images = GeneratedImages(net, cfg, seeds, device, vae, stage1=stage1, store=store).all(batch)
         feats = extract(extractor, Upsampled(images, ev.upsample) if ev.upsample > 1 else images, batch)
         labels = class_label(seeds, net.num_classes).numpy()
         points.append({"kimg": state["cur_nimg"] / 1000, "fid": fid_from_stats(*feats.stats.mu_sigma(),
@@ -78,9 +95,26 @@ def write_curve(out: Path, net_dir, cfg: dict, device="cpu", batch: int = 250, s
                 "reference_sha256": ref.sha256, "git_commit": git_commit(),
                 "config_sha256": cfg.get("provenance", {}).get("config_sha256"),
                 "train_sha256": train_identity(cfg)}
-    result = {"points": points, "protocol": protocol}
+    # resumed_images: read back after a requeue; beside the points and protocol, which it never changes
+    result = {"points": points, "protocol": protocol, "resumed_images": sum(s.loaded for s in stores)}
     atomic_write_json(out, result)
+    for store in stores:
+        store.discard()
     return result
+
+
+def run_requeueable(command: str, make_curve) -> int:
+    """`make_curve()` under the pre-emption handlers: exit EXIT_REQUEUE on SIGUSR2/SIGTERM (the finished
+    batches of every snapshot are on disk), else print the points."""
+    try:
+        with raise_on_preemption():
+            out = make_curve()
+    except Preempted as e:
+        print(f"{command}: {e}: finished sample batches of every snapshot are saved; exiting {EXIT_REQUEUE} "
+              "to be requeued", file=sys.stderr, flush=True)
+        return EXIT_REQUEUE
+    print(json.dumps(out["points"]))
+    return 0
 
 
 def add_arguments(p):
@@ -90,6 +124,4 @@ def add_arguments(p):
 
 def run(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out = curve_run(args.run_dir, device)
-    print(json.dumps(out["points"]))
-    return 0
+    return run_requeueable("dimr curve", lambda: curve_run(args.run_dir, device))

@@ -191,11 +191,10 @@ def run(args) -> int:
     net_cfg = load_run_config(args.network_dir)
     ev = resolve_eval_config(net_cfg, parse_eval_arguments(args))
     if args.curve:
-        from dimr.metrics.curve import curve_of_network  # local: curve imports this module (a cycle)
+        from dimr.metrics.curve import curve_of_network, run_requeueable  # local: curve imports this module
 
-        out = curve_of_network(args.network_dir, ev, args.out, device, args.batch)
-        print(json.dumps(out["points"]))
-        return 0
+        return run_requeueable("dimr eval --curve", lambda: curve_of_network(args.network_dir, ev, args.out,
+                                                                             device, args.batch))
     try:
         with raise_on_preemption():
             eval_dir, result = evaluate_network(args.network_dir, ev, args.out, args.snapshot, device,

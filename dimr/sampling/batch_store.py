@@ -6,6 +6,12 @@ metrics are those of an uninterrupted run, bit for bit. Batches are keyed by the
 (a retrained or replaced network never reuses another's images) inside the evaluation's own folder,
 whose name is the hash of the sampling and evaluation config. The store is removed once its metrics
 are written: the images were always transient (`sample.npz` keeps them on purpose).
+
+A `tag` gives a command its own stores beside another's: `dimr eval` (untagged) and the snapshot curve
+("curve") of one network run at the same time in one evaluation folder and both sample the final
+network, but the curve always samples the EMA weights, so their images of a seed may differ; with separate
+folders neither ever reads, or removes, the other's batches. `dimr sample` tags by output, sample section
+and rank.
 """
 
 import shutil
@@ -19,10 +25,13 @@ STORE_DIR = "partial"
 
 
 class BatchStore:
-    """`EVAL_DIR/partial/<network sha256[:16]>/<first seed>-<last seed + 1>.npy`, one per finished batch."""
+    """`EVAL_DIR/partial/[<tag>-]<network sha256[:16]>/<first seed>-<last seed + 1>.npy`, one per finished
+    batch. A batch of strided seeds (one rank's share) is named the same way: its first and last seed and
+    its length (checked on reading) determine it."""
 
-    def __init__(self, eval_dir, network_file):
-        self.folder = Path(eval_dir) / STORE_DIR / sha256_file(network_file)[:16]
+    def __init__(self, eval_dir, network_file, tag: str = ""):
+        digest = sha256_file(network_file)[:16]
+        self.folder = Path(eval_dir) / STORE_DIR / (f"{tag}-{digest}" if tag else digest)
         self.loaded = 0  # images read back instead of sampled (reported by the caller)
 
     def _path(self, first_seed: int, end_seed: int) -> Path:
@@ -50,12 +59,21 @@ class BatchStore:
         return images
 
     def put(self, seeds: np.ndarray, images: np.ndarray) -> None:
-        atomic_write(self._path(int(seeds[0]), int(seeds[-1]) + 1),
-                     lambda f: np.save(f, np.ascontiguousarray(images), allow_pickle=False))
+        path = self._path(int(seeds[0]), int(seeds[-1]) + 1)
+        try:
+            self._write(path, images)
+        except FileNotFoundError:
+            # Another command's discard removed the shared `partial/` between our mkdir of it and of our
+            # own folder (it removes `partial/` only when empty): once more, with both made again.
+            self._write(path, images)
+
+    @staticmethod
+    def _write(path: Path, images: np.ndarray) -> None:
+        atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(images), allow_pickle=False))
 
     def discard(self) -> None:
-        """After the metrics are written. Only this network's store: another process (a snapshot curve)
-        may be filling its own beside it."""
+        """After the metrics are written. Only this store: another process (a snapshot curve, the
+        evaluation) may be filling its own beside it."""
         shutil.rmtree(self.folder, ignore_errors=True)
         try:
             self.folder.parent.rmdir()
