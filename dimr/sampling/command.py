@@ -1,4 +1,10 @@
-"""`dimr sample RUN_DIR`: the run's sample set as ADM-style samples.npz plus a grid PNG."""
+"""`dimr sample RUN_DIR`: the run's sample set as ADM-style samples.npz plus a grid PNG.
+
+Requeueable like `dimr eval`: each rank keeps its finished batches beside the output
+(dimr.sampling.batch_store, tagged by the output's name, the sample section and the rank), exits
+dimr.errors.EXIT_REQUEUE on SIGUSR2/SIGTERM, and the requeued command reads them back; image i depends
+only on its seed, so samples.npz equals an uninterrupted run's. The stores go once the outputs are written.
+"""
 
 import json
 import sys
@@ -8,14 +14,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dimr.config import parse_overrides
+from dimr.config import parse_overrides, sha256_json
 from dimr.data.latents import load_vae
-from dimr.errors import ConfigError
+from dimr.errors import EXIT_REQUEUE, ConfigError
 from dimr.io import atomic_savez
+from dimr.preemption import Preempted, raise_on_preemption
 from dimr.run_config import load_run_config, resolve_eval_config
-from dimr.sampling.generate import generate_images, load_network
+from dimr.sampling.batch_store import BatchStore
+from dimr.sampling.generate import GeneratedImages, load_network
 from dimr.sampling.grid import save_grid
 from dimr.training import distributed
+from dimr.training.checkpoint import FINAL_NETWORK
 
 SAMPLES_FILE = "samples.npz"
 
@@ -47,6 +56,26 @@ def run(args) -> int:
     out = Path(args.out or Path(args.run_dir) / SAMPLES_FILE)
     device = distributed.local_device(args.device)
     rank, world = distributed.init_from_env(device)
+    try:
+        with raise_on_preemption():
+            write_samples(args, cfg, out, device, rank, world)
+    except Preempted as e:
+        print(f"dimr sample: rank {rank}: {e}: finished sample batches are saved; exiting {EXIT_REQUEUE} to "
+              "be requeued", file=sys.stderr, flush=True)
+        return EXIT_REQUEUE
+    distributed.shutdown()
+    return 0
+
+
+def batch_store(run_dir, cfg: dict, out: Path, rank: int, world: int) -> BatchStore:
+    """This rank's finished batches, beside `out`. The tag names what the images depend on besides the
+    network file and the seeds (the sample section: sampler, precision, EMA) and who writes them (the
+    output, the rank of `world`), so another output or a changed `--set` never reads them."""
+    tag = f"{out.stem}-{sha256_json(cfg['sample'])[:12]}-rank{rank}of{world}"
+    return BatchStore(out.parent, Path(run_dir) / FINAL_NETWORK, tag=tag)
+
+
+def write_samples(args, cfg: dict, out: Path, device, rank: int, world: int) -> None:
     s = cfg["sample"]
     net = load_network(args.run_dir, ema=s["ema"], device=device)
     vae = None
@@ -54,11 +83,13 @@ def run(args) -> int:
         vae = load_vae(cfg["data"]["vae"]).to(device)
     seeds = torch.arange(s["seed_start"], s["seed_start"] + s["num_samples"])
     mine = seeds[rank::world]  # any split gives the same images: each depends only on its seed
+    store = batch_store(args.run_dir, cfg, out, rank, world)
+    if saved := store.saved():
+        print(f"rank {rank}: resuming with {saved} images of finished batches", file=sys.stderr, flush=True)
     images = []
-    for i in range(0, len(mine), args.batch):
-        images.append(generate_images(net, cfg, mine[i:i + args.batch], device=device, vae=vae))
-        print(f"rank {rank}: {min(i + args.batch, len(mine))}/{len(mine)} images", file=sys.stderr,
-              flush=True)
+    for part in GeneratedImages(net, cfg, mine, device, vae, store=store).batches(args.batch):
+        images.append(part)
+        print(f"rank {rank}: {sum(map(len, images))}/{len(mine)} images", file=sys.stderr, flush=True)
     images = np.concatenate(images) if images else np.zeros((0,), np.uint8)
     if world > 1:
         gathered = [None] * world
@@ -77,8 +108,8 @@ def run(args) -> int:
         if args.png_dir:
             write_pngs(args.png_dir, images, seeds.numpy())
         print(f"wrote {len(images)} samples to {out}", file=sys.stderr)
-    distributed.shutdown()
-    return 0
+    distributed.barrier()  # every rank's store stays until rank 0 has written the outputs
+    store.discard()
 
 
 def write_pngs(folder, images: np.ndarray, seeds: np.ndarray):
