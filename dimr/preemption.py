@@ -1,10 +1,12 @@
-"""Pre-emption for commands whose progress is saved as they go (`dimr eval`'s finished sample batches).
+"""Pre-emption for commands that save their progress as they go or have little to lose.
 
 SLURM sends SIGUSR2 before a pre-emption or a time limit (submitit's `--signal`), and SIGTERM on
-`scontrol requeue` or a pre-emption without the user signal. Such a command stops at once (the batch in
-flight is dropped, the finished ones are on disk) and exits dimr.errors.EXIT_REQUEUE; the launcher
-requeues the job and the same command resumes. `dimr train` checks a flag per step instead (it must
-save its state first).
+`scontrol requeue` or a pre-emption without the user signal. Such a command stops at once and exits
+dimr.errors.EXIT_REQUEUE; the launcher requeues the job and the same command resumes. `dimr eval`,
+`eval --curve`, `curve` and `sample` drop the batch in flight and keep the finished ones
+(dimr.sampling.batch_store); `dimr fidnet` and `reference` write their outputs only at the end and start
+again (minutes at most at the tiny scale). `dimr train` checks a flag per step instead (it must save
+its state first).
 """
 
 import contextlib

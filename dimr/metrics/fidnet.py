@@ -6,11 +6,17 @@ seed, fixed data order, `torch.use_deterministic_algorithms`), on the train spli
 models' resolution (padded 32×32, or 16×16 down-sampled: `dimr.data.fit_resolution`), its test
 accuracy measured on the test split. Features: `feat` (fc1, the penultimate layer) for FID and
 precision/recall; `logits` (with bias) for IS; `logits_unbiased` mirrors Inception's IS layer name.
+
+Pre-empted (SIGUSR2, SIGTERM), `dimr fidnet` exits dimr.errors.EXIT_REQUEUE and the requeued job trains
+again from the start: a restart costs at most the whole command (30 s to 4 min at the tiny scale,
+docs/ARCHITECTURE.md, dispatch), all a checkpoint could save. Its two files are written, atomically, only
+after training.
 """
 
 import contextlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -24,8 +30,9 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from dimr.data import fit_resolution
 from dimr.data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
-from dimr.errors import CheckpointError, MissingFileError
+from dimr.errors import EXIT_REQUEUE, CheckpointError, MissingFileError
 from dimr.io import atomic_torch_save, atomic_write_json, sha256_file
+from dimr.preemption import Preempted, raise_on_preemption
 
 FIDELITY_NAME = "dimr-fmnist-net"  # name in torch-fidelity's FEATURE_EXTRACTORS_REGISTRY
 RESOLUTION = 32                    # default side: padded Fashion-MNIST
@@ -210,6 +217,8 @@ def train_fidnet(out_dir, epochs: int = 2, seed: int = 0, num_train: int | None 
     out_dir = Path(out_dir)
     weights = out_dir / WEIGHTS_FILE
     state = {k: v.cpu() for k, v in net.state_dict().items()}
+    # The old record goes first: stopped between the two writes, no fidnet.json describes other weights.
+    (out_dir / INFO_FILE).unlink(missing_ok=True)
     atomic_torch_save(weights, {"format": FORMAT, "arch": net.arch, "state_dict": state})
     info = {
         "weights": WEIGHTS_FILE, "sha256": sha256_file(weights), "test_accuracy": acc,
@@ -253,7 +262,13 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    train_fidnet(args.out_dir, epochs=args.epochs, seed=args.seed, num_train=args.num_train,
-                 num_test=args.num_test, root=args.data_root, device=args.device,
-                 resolution=args.resolution, upsample=args.upsample)
+    try:
+        with raise_on_preemption():
+            train_fidnet(args.out_dir, epochs=args.epochs, seed=args.seed, num_train=args.num_train,
+                         num_test=args.num_test, root=args.data_root, device=args.device,
+                         resolution=args.resolution, upsample=args.upsample)
+    except Preempted as e:
+        print(f"dimr fidnet: {e}: the net is trained again from the start; exiting "
+              f"{EXIT_REQUEUE} to be requeued", file=sys.stderr, flush=True)
+        return EXIT_REQUEUE
     return 0

@@ -2,9 +2,14 @@
 
 For Fashion-MNIST the images are the padded 32×32 split in its file order (what the diffusion models
 see, uint8, background 0). Any other image set can be given as an .npz with `arr_0` (N, H, W, C) uint8.
+
+Pre-empted (SIGUSR2, SIGTERM), `dimr reference` exits dimr.errors.EXIT_REQUEUE and the requeued job
+extracts again from the start (under a minute at the tiny scale; docs/ARCHITECTURE.md); the statistics
+file is written, atomically, only at the end.
 """
 
 import hashlib
+import sys
 from pathlib import Path
 
 import torch_fidelity
@@ -12,11 +17,12 @@ import torch_fidelity
 from dimr import __version__
 from dimr.config import git_commit
 from dimr.data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
-from dimr.errors import ConfigError, MissingFileError
+from dimr.errors import EXIT_REQUEUE, ConfigError, MissingFileError
 from dimr.io import sha256_file
 from dimr.metrics.fidelity import Extractor, NpzImages, extract
 from dimr.metrics.fidnet import RESOLUTION, pad_to_resolution
 from dimr.metrics.stats import save_stats
+from dimr.preemption import Preempted, raise_on_preemption
 
 
 def reference_images(data: str, split: str = "train", root=None, num: int | None = None,
@@ -70,9 +76,15 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    extractor = Extractor(args.extractor, args.extractor_weights, args.extractor_sha256, args.device)
-    source, meta = reference_images(args.data, args.split, args.data_root, args.num, args.resolution,
-                                    args.upsample)
-    out = make_reference(args.out, extractor, source, meta, args.num, args.num_pr, args.batch_size)
+    try:
+        with raise_on_preemption():
+            extractor = Extractor(args.extractor, args.extractor_weights, args.extractor_sha256, args.device)
+            source, meta = reference_images(args.data, args.split, args.data_root, args.num, args.resolution,
+                                            args.upsample)
+            out = make_reference(args.out, extractor, source, meta, args.num, args.num_pr, args.batch_size)
+    except Preempted as e:
+        print(f"dimr reference: {e}: the features are extracted again from the start; exiting "
+              f"{EXIT_REQUEUE} to be requeued", file=sys.stderr, flush=True)
+        return EXIT_REQUEUE
     print(f"reference: {out['num']} images, extractor {out['extractor']} -> {args.out}")
     return 0
