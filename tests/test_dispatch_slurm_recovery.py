@@ -61,7 +61,7 @@ def test_job_finished_after_a_hard_kill_is_not_submitted_again(slurm_cluster, tm
 
 
 def test_preempted_command_without_a_handler_is_requeued_and_run_again(slurm_cluster, tmp_path):
-    # dimr eval, sample, fidnet, reference: USR2 kills them; the job is requeued, not FAILED.
+    # A command without a handler (`dimr evaluate`): USR2 kills it; the job is requeued, not FAILED.
     plain = [sys.executable, "-c", "import pathlib, sys, time; d = pathlib.Path(sys.argv[1]); "
              "d.mkdir(exist_ok=True); open(d / 'starts', 'a').write('x'); time.sleep(8); "
              "(d / 'done').write_text('ok')", str(tmp_path / "out")]

@@ -183,7 +183,7 @@ class ResumableCommand(submitit.helpers.Checkpointable):
                 time.sleep(0.2)
             print(f"[submit.py] the command exited {self._rc} {time.monotonic() - t0:.1f}s after SIGUSR2",
                   flush=True)
-            # 75: saved, resumes; killed by the signal: a command without a handler (sampling, scoring)
+            # 75: saved, resumes; killed by the signal: a command without a handler (`dimr evaluate`)
             # runs again from the start. 0: it finished anyway; else its failure is reported after requeue.
             if self._rc not in (EXIT_REQUEUE, -signal.SIGUSR2):
                 self.outcome = self._rc
