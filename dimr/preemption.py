@@ -11,6 +11,11 @@ its state first).
 
 import contextlib
 import signal
+import sys
+
+from dimr.errors import EXIT_REQUEUE
+
+PREEMPTED = object()  # what run_requeueable returns when the command was stopped
 
 
 class Preempted(Exception):
@@ -32,3 +37,14 @@ def raise_on_preemption():
         for sig, h in old.items():
             signal.signal(sig, h)
 
+
+
+def run_requeueable(command: str, kept: str, fn):
+    """fn() under raise_on_preemption: its result, or PREEMPTED after printing why `command` stops and what
+    it `kept` (the caller then exits EXIT_REQUEUE and the launcher requeues it)."""
+    try:
+        with raise_on_preemption():
+            return fn()
+    except Preempted as e:
+        print(f"{command}: {e}: {kept}; exiting {EXIT_REQUEUE} to be requeued", file=sys.stderr, flush=True)
+        return PREEMPTED

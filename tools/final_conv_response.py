@@ -13,6 +13,7 @@ import argparse
 
 import numpy as np
 
+from dimr.sampling.generate import network_from_state
 from dimr.training.checkpoint import load_state
 
 
@@ -29,14 +30,12 @@ def main():
     p.add_argument("--weights", default="ema", choices=["ema", "model"])
     args = p.parse_args()
     for path in args.networks:
-        state = load_state(path, what="network")
-        side = state["model_config"]["resolution"]
-        weights = state[args.weights] if args.weights in state else state["weights"]
-        w = weights.get("head.conv.weight")
-        if w is None or tuple(w.shape[:2]) != (1, 1):
+        net = network_from_state(load_state(path, what="network"), args.weights)
+        conv = getattr(getattr(net, "head", None), "conv", None)
+        if conv is None or tuple(conv.weight.shape[:2]) != (1, 1):
             print(f"{path}: no one-channel final conv")
             continue
-        h = response(w.float().numpy(), side)
+        h = response(conv.weight.detach().numpy(), net.resolution)
         print(f"{path}: min |H| {h.min():.3f}  max |H| {h.max():.3f}")
 
 

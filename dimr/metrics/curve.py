@@ -24,7 +24,7 @@ from dimr.metrics.evaluate import EvaluateConfig
 from dimr.metrics.fidelity import Extractor, Upsampled, check_reference, conditional_accuracy, extract
 from dimr.metrics.network_eval import eval_dir_of, run_config, write_eval_config
 from dimr.metrics.stats import fid_from_stats, load_stats
-from dimr.preemption import Preempted, raise_on_preemption
+from dimr.preemption import PREEMPTED, run_requeueable
 from dimr.run_config import load_run_config, train_identity
 from dimr.sampling.batch_store import BatchStore
 from dimr.sampling.generate import GeneratedImages, class_label, network_from_state
@@ -103,15 +103,10 @@ def write_curve(out: Path, net_dir, cfg: dict, device="cpu", batch: int = 250, s
     return result
 
 
-def run_requeueable(command: str, make_curve) -> int:
-    """`make_curve()` under the pre-emption handlers: exit EXIT_REQUEUE on SIGUSR2/SIGTERM (the finished
-    batches of every snapshot are on disk), else print the points."""
-    try:
-        with raise_on_preemption():
-            out = make_curve()
-    except Preempted as e:
-        print(f"{command}: {e}: finished sample batches of every snapshot are saved; exiting {EXIT_REQUEUE} "
-              "to be requeued", file=sys.stderr, flush=True)
+def run_curve(command: str, make_curve) -> int:
+    """`make_curve()`, requeueable (the finished batches of every snapshot stay on disk); print the points."""
+    out = run_requeueable(command, "finished sample batches of every snapshot are saved", make_curve)
+    if out is PREEMPTED:
         return EXIT_REQUEUE
     print(json.dumps(out["points"]))
     return 0
@@ -124,4 +119,4 @@ def add_arguments(p):
 
 def run(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return run_requeueable("dimr curve", lambda: curve_run(args.run_dir, device))
+    return run_curve("dimr curve", lambda: curve_run(args.run_dir, device))

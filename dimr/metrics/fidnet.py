@@ -16,7 +16,6 @@ after training.
 import contextlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from dimr.data import fit_resolution
 from dimr.data.fashion_mnist import DEFAULT_ROOT, load_fashion_mnist
 from dimr.errors import EXIT_REQUEUE, CheckpointError, MissingFileError
 from dimr.io import atomic_torch_save, atomic_write_json, sha256_file
-from dimr.preemption import Preempted, raise_on_preemption
+from dimr.preemption import PREEMPTED, run_requeueable
 
 FIDELITY_NAME = "dimr-fmnist-net"  # name in torch-fidelity's FEATURE_EXTRACTORS_REGISTRY
 RESOLUTION = 32                    # default side: padded Fashion-MNIST
@@ -262,13 +261,9 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    try:
-        with raise_on_preemption():
-            train_fidnet(args.out_dir, epochs=args.epochs, seed=args.seed, num_train=args.num_train,
-                         num_test=args.num_test, root=args.data_root, device=args.device,
-                         resolution=args.resolution, upsample=args.upsample)
-    except Preempted as e:
-        print(f"dimr fidnet: {e}: the net is trained again from the start; exiting "
-              f"{EXIT_REQUEUE} to be requeued", file=sys.stderr, flush=True)
-        return EXIT_REQUEUE
-    return 0
+    done = run_requeueable("dimr fidnet", "the net is trained again from the start",
+                           lambda: train_fidnet(args.out_dir, epochs=args.epochs, seed=args.seed,
+                                                num_train=args.num_train, num_test=args.num_test,
+                                                root=args.data_root, device=args.device,
+                                                resolution=args.resolution, upsample=args.upsample))
+    return EXIT_REQUEUE if done is PREEMPTED else 0

@@ -27,7 +27,7 @@ from dimr.data.latents import load_vae
 from dimr.errors import EXIT_REQUEUE, ConfigError, MissingFileError
 from dimr.io import atomic_savez, atomic_write_json
 from dimr.metrics.evaluate import EvaluateConfig, check_inputs, score_images
-from dimr.preemption import Preempted, raise_on_preemption
+from dimr.preemption import PREEMPTED, run_requeueable
 from dimr.run_config import eval_identity, load_run_config, resolve_eval_config, train_identity
 from dimr.sampling.batch_store import BatchStore
 from dimr.sampling.generate import GeneratedImages, class_label, network_from_state
@@ -191,18 +191,16 @@ def run(args) -> int:
     net_cfg = load_run_config(args.network_dir)
     ev = resolve_eval_config(net_cfg, parse_eval_arguments(args))
     if args.curve:
-        from dimr.metrics.curve import curve_of_network, run_requeueable  # local: curve imports this module
+        from dimr.metrics.curve import curve_of_network, run_curve  # local: curve imports this module
 
-        return run_requeueable("dimr eval --curve", lambda: curve_of_network(args.network_dir, ev, args.out,
-                                                                             device, args.batch))
-    try:
-        with raise_on_preemption():
-            eval_dir, result = evaluate_network(args.network_dir, ev, args.out, args.snapshot, device,
-                                                args.batch)
-    except Preempted as e:
-        print(f"dimr eval: {e}: finished sample batches are saved; exiting {EXIT_REQUEUE} to be requeued",
-              file=sys.stderr, flush=True)
+        return run_curve("dimr eval --curve", lambda: curve_of_network(args.network_dir, ev, args.out, device,
+                                                                       args.batch))
+    done = run_requeueable("dimr eval", "finished sample batches are saved",
+                           lambda: evaluate_network(args.network_dir, ev, args.out, args.snapshot, device,
+                                                    args.batch))
+    if done is PREEMPTED:
         return EXIT_REQUEUE
+    eval_dir, result = done
     shown = {k: round(v, 4) for k, v in result["metrics"].items() if v is not None}
     print(f"{eval_dir}: {shown}", file=sys.stderr)
     return 0

@@ -9,7 +9,6 @@ file is written, atomically, only at the end.
 """
 
 import hashlib
-import sys
 from pathlib import Path
 
 import torch_fidelity
@@ -22,7 +21,7 @@ from dimr.io import sha256_file
 from dimr.metrics.fidelity import Extractor, NpzImages, extract
 from dimr.metrics.fidnet import RESOLUTION, pad_to_resolution
 from dimr.metrics.stats import save_stats
-from dimr.preemption import Preempted, raise_on_preemption
+from dimr.preemption import PREEMPTED, run_requeueable
 
 
 def reference_images(data: str, split: str = "train", root=None, num: int | None = None,
@@ -76,15 +75,14 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    try:
-        with raise_on_preemption():
-            extractor = Extractor(args.extractor, args.extractor_weights, args.extractor_sha256, args.device)
-            source, meta = reference_images(args.data, args.split, args.data_root, args.num, args.resolution,
-                                            args.upsample)
-            out = make_reference(args.out, extractor, source, meta, args.num, args.num_pr, args.batch_size)
-    except Preempted as e:
-        print(f"dimr reference: {e}: the features are extracted again from the start; exiting "
-              f"{EXIT_REQUEUE} to be requeued", file=sys.stderr, flush=True)
+    def reference():
+        extractor = Extractor(args.extractor, args.extractor_weights, args.extractor_sha256, args.device)
+        source, meta = reference_images(args.data, args.split, args.data_root, args.num, args.resolution,
+                                        args.upsample)
+        return make_reference(args.out, extractor, source, meta, args.num, args.num_pr, args.batch_size)
+
+    out = run_requeueable("dimr reference", "the features are extracted again from the start", reference)
+    if out is PREEMPTED:
         return EXIT_REQUEUE
     print(f"reference: {out['num']} images, extractor {out['extractor']} -> {args.out}")
     return 0

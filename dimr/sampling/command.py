@@ -18,7 +18,7 @@ from dimr.config import parse_overrides, sha256_json
 from dimr.data.latents import load_vae
 from dimr.errors import EXIT_REQUEUE, ConfigError
 from dimr.io import atomic_savez
-from dimr.preemption import Preempted, raise_on_preemption
+from dimr.preemption import PREEMPTED, run_requeueable
 from dimr.run_config import load_run_config, resolve_eval_config
 from dimr.sampling.batch_store import BatchStore
 from dimr.sampling.generate import GeneratedImages, load_network
@@ -56,12 +56,8 @@ def run(args) -> int:
     out = Path(args.out or Path(args.run_dir) / SAMPLES_FILE)
     device = distributed.local_device(args.device)
     rank, world = distributed.init_from_env(device)
-    try:
-        with raise_on_preemption():
-            write_samples(args, cfg, out, device, rank, world)
-    except Preempted as e:
-        print(f"dimr sample: rank {rank}: {e}: finished sample batches are saved; exiting {EXIT_REQUEUE} to "
-              "be requeued", file=sys.stderr, flush=True)
+    if run_requeueable(f"dimr sample: rank {rank}", "finished sample batches are saved",
+                       lambda: write_samples(args, cfg, out, device, rank, world)) is PREEMPTED:
         return EXIT_REQUEUE
     distributed.shutdown()
     return 0
