@@ -66,6 +66,9 @@ def schema_error_message(path, error: jsonschema.ValidationError) -> str:
     if error.validator == "propertyNames":
         return (f"{path}: key {where}.{error.instance!r}: variant names may use a-z, 0-9, '_', '.', '-' "
                 "(they name run directories)")
+    if error.validator == "minProperties" and isinstance(error.instance, dict):
+        return (f"{path}: key {where!r}: needs at least {error.validator_value} entries, has "
+                f"{len(error.instance)}")
     return f"{path}: key {where!r}: {error.message}"
 
 
@@ -92,6 +95,16 @@ def validate_study(study: dict, path) -> dict:
                                        for k in ("spec", "tiny", "paper")):
             raise ConfigError(f"{path}: key 'variants.{name}': sample.stage1.network is set by planning from "
                               f"variants.{name}.stage1; remove it (sample.stage1.sampler stays yours)")
+    for name, c in study.get("contrasts", {}).items():
+        unknown = sorted(set(c["terms"]) - set(study["variants"]))
+        if unknown:
+            raise ConfigError(f"{path}: key 'contrasts.{name}.terms': {unknown[0]!r} is not a variant; "
+                              f"variants: {list(study['variants'])}")
+        total = sum(c["terms"].values())
+        if abs(total) > 1e-9:
+            raise ConfigError(f"{path}: key 'contrasts.{name}.terms': the weights sum to {total:g}, not 0; a "
+                              "contrast compares rows (e.g. {b: 1, a: -1} for b - a), so that what every row "
+                              "shares cancels")
     return study
 
 

@@ -72,3 +72,16 @@ def test_learned_and_meaningful_follow_the_noise_row_at_the_same_n():
     assert out.at["a", "learned"] is True and out.at["b", "learned"] is False  # threshold 300 / 10 = 30
     assert out.at["a", "meaningful"] and not out.at["b", "meaningful"]
     assert pd.isna(out.at["c", "learned"]) and out.at["c", "meaningful"]  # other N: cannot be tested
+
+
+def test_contrast_of_four_terms_is_a_difference_of_paired_deltas():
+    # (b − a) − (d − c) per seed: seed 0: (8 − 10) − (5 − 6) = −1; seed 1: (7 − 10) − (4 − 6) = −1;
+    # seed 2: (6 − 11) − (5 − 7) = −3; seed 3 is missing from d and drops out.
+    values = {"a": {0: 10, 1: 10, 2: 11, 3: 9}, "b": {0: 8, 1: 7, 2: 6, 3: 1},
+              "c": {0: 6, 1: 6, 2: 7, 3: 2}, "d": {0: 5, 1: 4, 2: 5}}
+    d = si.contrast(values, {"b": 1, "a": -1, "d": -1, "c": 1})
+    # mean −5/3, sd 1.15470, half 4.30265 · 1.15470 / √3 = 2.86844
+    assert d["n"] == 3 and d["mean"] == pytest.approx(-5 / 3)
+    assert d["hi"] == pytest.approx(-5 / 3 + 2.86844, abs=1e-5) and d["significant"] is False
+    # the two-term contrast is the paired Δ
+    assert si.contrast(values, {"b": 1, "a": -1}) == si.paired_delta(values["a"], values["b"])

@@ -329,3 +329,44 @@ def test_protocol_note_names_the_sampler_and_the_guidance(long_table):
     guided = long_table.assign(**{"protocol.guidance.scale": 1.5})
     assert "classifier-free guidance s = 1.5" in tables.protocol_note(guided)
     assert "no guidance" in tables.protocol_note(long_table.assign(**{"protocol.guidance.scale": 0.0}))
+
+
+CONTRASTS = {
+    "gain": {"label": "multi-scale loss against U-ViT", "terms": {"dimr": 1, "uvit": -1},
+             "expect": "negative", "claim": "Table 1"},
+    "again": {"label": "broken idea's gain over the loss's", "terms": {"broken": 1, "dimr": -2, "uvit": 1},
+              "expect": "negative"},
+    "plain": {"label": "no claim", "terms": {"uvit": 1, "dimr": -1}},
+}
+
+
+def test_contrasts_are_paired_by_seed_with_a_verdict_on_the_claim(long_table):
+    c = tables.contrast_table(long_table, CONTRASTS).set_index("Contrast")
+    gain = c.loc["multi-scale loss against U-ViT"]
+    # Δ = [−4, −5, −3] (as the ΔFID column): excludes 0 on the predicted side
+    assert gain["Estimate"] == "-4.00 [-6.48, -1.52]*" and gain["Seeds"] == "3"
+    assert gain["Verdict"] == "supports" and gain["Claim"] == "Table 1"
+    assert gain["Σ c·FID of"] == "[+ multi-scale loss] − [U-ViT (time token)]"
+    # broken ran seeds 0, 1: 35 − 16 + 12 = 31, 25 − 18 + 14 = 21: mean 26, half 12.7062 · 7.07107 / √2
+    # = 63.53
+    again = c.loc["broken idea's gain over the loss's"]
+    assert again["Σ c·FID of"] == "[+ broken idea] − 2·[+ multi-scale loss] + [U-ViT (time token)]"
+    assert again["Estimate"] == "+26.00 [-37.53, +89.53]" and again["Seeds"] == "2"
+    assert again["Verdict"] == "cannot tell (interval contains 0)"
+    assert c.at["no claim", "Verdict"] == "–" and c.at["no claim", "Estimate"] == "+4.00 [+1.52, +6.48]*"
+    flipped = {"x": {**CONTRASTS["gain"], "expect": "positive"}}
+    assert tables.contrast_table(long_table, flipped)["Verdict"].tolist() == ["contradicts"]
+    one = long_table[(long_table["seed"] == 0) | (long_table["reference"] != "")]
+    assert tables.contrast_table(one, CONTRASTS)["Verdict"].tolist()[0] == "cannot tell (one seed)"
+    assert tables.contrast_table(long_table, {}) is None
+
+
+def test_contrasts_are_rendered_under_the_table(long_table):
+    t, notes = tables.table(long_table), tables.notes(long_table, "")
+    c = tables.contrast_table(long_table, CONTRASTS)
+    md = tables.to_markdown(t, "Toy", notes, c)
+    assert md.index("## Contrasts") > md.index("| U-ViT (time token)") and "-4.00 [-6.48, -1.52]\\*" in md
+    assert "<h3>Contrasts</h3>" in tables.to_html(t, "Toy", notes, c)
+    tex = tables.to_latex(t, "Toy", notes, c)
+    assert tex.count(r"\toprule") == 2 and "supports" in tex and not any(ch in tex for ch in "Σ·§−Δ")
+    assert "## Contrasts" not in tables.to_markdown(t, "Toy", notes)

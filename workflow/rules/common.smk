@@ -363,7 +363,7 @@ def study_meta(wildcards) -> dict:
     """Study title, source of the paper's numbers and row metadata (labels, order, paper figures)."""
     s = study_of(wildcards)
     return {"study": s["name"], "scale": SCALE, "title": s["title"], "paper_source": s.get("paper_source", ""),
-            "variants": study_files.variant_table(s)}
+            "variants": study_files.variant_table(s), "contrasts": s.get("contrasts", {})}
 
 
 def network_of(wildcards) -> str:

@@ -44,3 +44,16 @@ def paired_delta(a_by_seed: dict, b_by_seed: dict, level: float = 0.95) -> dict:
     deltas = [b_by_seed[s] - a_by_seed[s] for s in seeds]
     mean, lo, hi, n = t_interval(deltas, level)
     return {"mean": mean, "lo": lo, "hi": hi, "n": n, "significant": excludes_zero(lo, hi)}
+
+
+def contrast(values_by_variant: dict, weights: dict, level: float = 0.95) -> dict:
+    """A contrast Σ_v c_v·value_v per seed, over the seeds every weighted variant ran: its mean, t
+    interval, number of seeds and `significant`. `values_by_variant` is {variant: {seed: value}}.
+
+    A paired Δ is the contrast {a: −1, b: +1}; a difference of two Δs (does a change help more in one
+    setting than in another?) is a four-term one, paired by seed in the same way.
+    """
+    seeds = sorted(set.intersection(*(set(values_by_variant.get(v, {})) for v in weights)))
+    per_seed = [sum(c * values_by_variant[v][s] for v, c in weights.items()) for s in seeds]
+    mean, lo, hi, n = t_interval(per_seed, level)
+    return {"mean": mean, "lo": lo, "hi": hi, "n": n, "significant": excludes_zero(lo, hi)}

@@ -9,7 +9,7 @@ import html
 import math
 
 import pandas as pd
-from stats_intervals import paired_delta, t_interval
+from stats_intervals import contrast, paired_delta, t_interval
 
 # Metrics shown, in column order, with the direction that is better; others stay in the CSV only.
 METRICS = {"fid": "FID ↓", "accuracy": "Accuracy ↑", "is_mean": "IS ↑", "precision": "Precision ↑",
@@ -194,6 +194,46 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([r for r in (top, *rows, bottom) if r is not None], columns=columns)
 
 
+def terms_cell(terms: dict, labels: dict) -> str:
+    """'[b] − 2·[a] + [c]' in the study's labels: the weighted rows of a contrast (weight 1 unwritten)."""
+    out = ""
+    for i, (variant, c) in enumerate(terms.items()):
+        sign = (" − " if c < 0 else " + ") if i else ("−" if c < 0 else "")
+        weight = "" if abs(c) == 1 else f"{abs(c):g}·"
+        out += f"{sign}{weight}[{labels.get(variant, variant)}]"
+    return out
+
+
+def verdict(d: dict, expect: str | None) -> str:
+    """Whether a contrast's interval supports the sign its claim predicts, contradicts it, or cannot tell."""
+    if expect is None:
+        return DASH
+    if not d["significant"]:
+        return "cannot tell (interval contains 0)" if d["n"] >= 2 else "cannot tell (one seed)"
+    return "supports" if (d["mean"] < 0) == (expect == "negative") else "contradicts"
+
+
+def contrast_table(df: pd.DataFrame, contrasts: dict) -> pd.DataFrame | None:
+    """One row per contrast the study declares: Σ c·FID per seed over the seeds every term ran, its mean
+    [t interval], the seeds, the claim and the verdict on it; None when the study declares none."""
+    if not contrasts:
+        return None
+    runs = runs_of(df)
+    labels = dict(zip(runs["variant"], runs["label"])) if "label" in runs.columns else {}
+    rows = []
+    for c in contrasts.values():
+        d = contrast({v: by_seed(runs, v) for v in c["terms"]}, c["terms"], LEVEL)
+        rows.append({"Contrast": c["label"], "Σ c·FID of": terms_cell(c["terms"], labels),
+                     "Estimate": delta_cell(d), "Seeds": str(d["n"]), "Claim": c.get("claim", DASH),
+                     "Verdict": verdict(d, c.get("expect"))})
+    return pd.DataFrame(rows)
+
+
+CONTRAST_NOTE = ("Contrasts: Σ c·FID computed per seed over the seeds every term ran, mean [95% Student-t "
+                 "interval]; " + MARK + " marks an interval that excludes 0. Verdict: 'supports' when the "
+                 "interval excludes 0 on the side the claim predicts, 'contradicts' on the other side.")
+
+
 def distinct(df: pd.DataFrame, col: str) -> str:
     """The values of a column, joined ('' if the column is absent or empty)."""
     if col not in df.columns:
@@ -257,37 +297,56 @@ def notes(df: pd.DataFrame, paper_source: str) -> list[str]:
     return out
 
 
-def to_markdown(t: pd.DataFrame, title: str, footnotes: list[str]) -> str:
+def markdown_table(t: pd.DataFrame) -> str:
     # Escaped, the marker cannot pair with another cell's into emphasis; "1.50" stays as written.
     escaped = t.apply(lambda col: col.astype(str).str.replace(MARK, "\\" + MARK, regex=False))
-    body = escaped.to_markdown(index=False, disable_numparse=True)
-    return f"# {title}\n\n{body}\n\n" + "".join(f"- {n}\n" for n in footnotes)
+    return escaped.to_markdown(index=False, disable_numparse=True)
+
+
+def to_markdown(t: pd.DataFrame, title: str, footnotes: list[str], contrasts: pd.DataFrame | None = None
+                ) -> str:
+    out = f"# {title}\n\n{markdown_table(t)}\n\n" + "".join(f"- {n}\n" for n in footnotes)
+    if contrasts is not None:
+        out += f"\n## Contrasts\n\n{markdown_table(contrasts)}\n\n- {CONTRAST_NOTE}\n"
+    return out
 
 
 def latex_escape(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
                  ("±", r"$\pm$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"), ("–", "--"), ("−", "-"),
-                 ("Δ", r"$\Delta$"), ("×", r"$\times$"), ("≥", r"$\geq$")):
+                 ("Δ", r"$\Delta$"), ("×", r"$\times$"), ("≥", r"$\geq$"), ("Σ", r"$\Sigma$"),
+                 ("·", r"$\cdot$"), ("§", r"\S{}")):
         s = s.replace(a, b)
     return s
 
 
-def to_latex(t: pd.DataFrame, title: str, footnotes: list[str]) -> str:
-    """A booktabs tabular (needs \\usepackage{booktabs}), the title and footnotes as comments."""
+def latex_tabular(t: pd.DataFrame) -> str:
     cells = t.map(lambda v: latex_escape(str(v))).rename(columns=latex_escape)
     align = "l" + "r" * (len(t.columns) - 1)
-    tabular = cells.style.hide(axis="index").to_latex(column_format=align, hrules=True)  # booktabs rules
-    return f"% {title}\n{tabular}" + "".join(f"% {latex_escape(n)}\n" for n in footnotes)
+    return cells.style.hide(axis="index").to_latex(column_format=align, hrules=True)  # booktabs rules
 
 
-def to_html(t: pd.DataFrame, title: str, footnotes: list[str]) -> str:
+def to_latex(t: pd.DataFrame, title: str, footnotes: list[str], contrasts: pd.DataFrame | None = None
+             ) -> str:
+    """A booktabs tabular (needs \\usepackage{booktabs}), the title and footnotes as comments; the
+    contrasts, if any, in a second tabular."""
+    out = f"% {title}\n{latex_tabular(t)}" + "".join(f"% {latex_escape(n)}\n" for n in footnotes)
+    if contrasts is not None:
+        out += f"% Contrasts\n{latex_tabular(contrasts)}% {latex_escape(CONTRAST_NOTE)}\n"
+    return out
+
+
+def to_html(t: pd.DataFrame, title: str, footnotes: list[str], contrasts: pd.DataFrame | None = None
+            ) -> str:
     style = ("body{font-family:sans-serif;margin:1em} table{border-collapse:collapse} "
              "th,td{padding:4px 10px;border-bottom:1px solid #ccc;text-align:right} "
              "td:first-child,th:first-child{text-align:left}")
     items = "".join(f"<li>{html.escape(n)}</li>" for n in footnotes)
+    extra = "" if contrasts is None else (f"<h3>Contrasts</h3>{contrasts.to_html(index=False, border=0)}"
+                                          f"<ul><li>{html.escape(CONTRAST_NOTE)}</li></ul>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h2>{html.escape(title)}</h2>"
-            f"{t.to_html(index=False, border=0)}<ul>{items}</ul></body></html>\n")
+            f"{t.to_html(index=False, border=0)}<ul>{items}</ul>{extra}</body></html>\n")
 
 
 def main(snakemake):
@@ -296,13 +355,16 @@ def main(snakemake):
     t = table(df)
     foot = notes(df, study["paper_source"])
     title = f"{study['title']} ({study['scale']})"
+    contrasts = contrast_table(df, study.get("contrasts", {}))
     for key, render in (("md", to_markdown), ("tex", to_latex), ("html", to_html)):
         with open(snakemake.output[key], "w") as f:
-            f.write(render(t, title, foot))
+            f.write(render(t, title, foot, contrasts))
     if hasattr(snakemake.output, "summary"):  # optional: the numbers behind the cells, unrounded
         summarize(df).to_csv(snakemake.output.summary, index=False)
     with open(snakemake.log[0], "w") as f:
         print(t.to_string(index=False), file=f)
+        if contrasts is not None:
+            print(contrasts.to_string(index=False), file=f)
 
 
 if "snakemake" in globals():
