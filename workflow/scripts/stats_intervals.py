@@ -40,10 +40,7 @@ def paired_delta(a_by_seed: dict, b_by_seed: dict, level: float = 0.95) -> dict:
     Pairing removes what the two variants share at one seed (data order, initial noise), so the
     interval is narrower than the difference of two unpaired intervals; seeds of only one are dropped.
     """
-    seeds = sorted(set(a_by_seed) & set(b_by_seed))
-    deltas = [b_by_seed[s] - a_by_seed[s] for s in seeds]
-    mean, lo, hi, n = t_interval(deltas, level)
-    return {"mean": mean, "lo": lo, "hi": hi, "n": n, "significant": excludes_zero(lo, hi)}
+    return contrast({"a": a_by_seed, "b": b_by_seed}, {"b": 1, "a": -1}, level)
 
 
 def contrast(values_by_variant: dict, weights: dict, level: float = 0.95) -> dict:

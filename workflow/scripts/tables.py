@@ -229,9 +229,9 @@ def contrast_table(df: pd.DataFrame, contrasts: dict) -> pd.DataFrame | None:
     return pd.DataFrame(rows)
 
 
-CONTRAST_NOTE = ("Contrasts: Σ c·FID computed per seed over the seeds every term ran, mean [95% Student-t "
-                 "interval]; " + MARK + " marks an interval that excludes 0. Verdict: 'supports' when the "
-                 "interval excludes 0 on the side the claim predicts, 'contradicts' on the other side.")
+CONTRAST_NOTE = (f"Contrasts: Σ c·FID computed per seed over the seeds every term ran, mean [{LEVEL:.0%} "
+                 f"Student-t interval]; {MARK} marks an interval that excludes 0. Verdict: 'supports' when "
+                 "the interval excludes 0 on the side the claim predicts, 'contradicts' on the other side.")
 
 
 def distinct(df: pd.DataFrame, col: str) -> str:
