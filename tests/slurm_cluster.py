@@ -91,6 +91,17 @@ class SlurmCluster:
                 return sorted(set(out.split()))
             time.sleep(0.2)
 
+    def final_state(self, job_id: str, settle_s: float = 30) -> str:
+        """The job's accounting state once it has ended. slurmctld sends the end to slurmdbd
+        asynchronously, so sacct can still say RUNNING (or PENDING) after squeue has let the job go."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            out = self.run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State", check=True).stdout.split()
+            state = out[0] if out else ""
+            if state not in ("", "PENDING", "RUNNING", "REQUEUED", "COMPLETING") or time.monotonic() > deadline:
+                return state
+            time.sleep(0.2)
+
     def log_tail(self, daemon: str, n: int = 30) -> str:
         path = self.dir / "log" / f"{daemon}.log"
         if not path.exists():

@@ -110,8 +110,7 @@ def test_interrupting_the_launcher_cancels_its_job(slurm_cluster, tmp_path):
     assert proc.returncode == 128 + signal.SIGINT, err
     assert jid not in slurm_cluster.queue()  # the launcher waited until SLURM let go of the job
     print(f"\nSIGINT to empty queue: {time.monotonic() - t0:.1f}s")
-    state = slurm_cluster.run("sacct", "-n", "-X", "-P", "-j", jid, "-o", "State").stdout.split()
-    assert state[0] == "CANCELLED"
+    assert slurm_cluster.final_state(jid) == "CANCELLED"
 
 
 def test_rerun_while_running_reattaches_instead_of_submitting(slurm_cluster, tmp_path):

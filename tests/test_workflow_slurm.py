@@ -43,8 +43,7 @@ def test_micro_study_through_the_slurm_profile(slurm_cluster, tmp_path):
     # Each stage ran as its own SLURM job, known to accounting, and nothing is left in the queue.
     assert len(set(ids.values())) == 3
     for stage, jid in ids.items():
-        state = slurm_cluster.run("sacct", "-n", "-X", "-P", "-j", jid, "-o", "State").stdout.split()
-        assert state and state[0] == "COMPLETED", (stage, jid, state)
+        assert slurm_cluster.final_state(jid) == "COMPLETED", (stage, jid)
     assert slurm_cluster.queue() == []
 
 
@@ -93,8 +92,7 @@ def test_hard_killed_workflow_rerun_submits_nothing_twice(slurm_cluster, tmp_pat
     (train_record,) = workdir.glob("runs/networks/*/job-train.json")
     train_id = json.loads(train_record.read_text())["job_id"]
     assert slurm_cluster.wait_queue_empty(timeout_s=120), "the unattended jobs did not finish"
-    state = slurm_cluster.run("sacct", "-n", "-X", "-P", "-j", train_id, "-o", "State").stdout.split()
-    assert state[:1] == ["COMPLETED"]
+    assert slurm_cluster.final_state(train_id) == "COMPLETED"
 
     unlock = subprocess.run([*cmd, "--unlock"], cwd=REPO, capture_output=True, text=True,
                             env=slurm_cluster.env)
