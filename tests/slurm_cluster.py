@@ -98,7 +98,8 @@ class SlurmCluster:
         while True:
             out = self.run("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State", check=True).stdout.split()
             state = out[0] if out else ""
-            if state not in ("", "PENDING", "RUNNING", "REQUEUED", "COMPLETING") or time.monotonic() > deadline:
+            ended = state not in ("", "PENDING", "RUNNING", "REQUEUED", "COMPLETING")
+            if ended or time.monotonic() > deadline:
                 return state
             time.sleep(0.2)
 

@@ -251,6 +251,21 @@ def test_figures_are_written_as_png(long_table, runs, tmp_path):
     assert list(figures.first_seed_grids(long_table, grids[3:])) == ["+ multi-scale loss", "+ broken idea"]
 
 
+def test_long_labels_are_wrapped_and_the_accuracy_panel_reuses_the_fid_labels(long_table, tmp_path,
+                                                                              monkeypatch):
+    label = "+ dropout at the 16x16-and-lower levels (simple diffusion)"
+    assert all(len(line) <= 34 for line in figures.wrap(label, 34).split("\n"))
+    assert figures.wrap(label, 34).replace("\n", " ") == label and figures.wrap("", 10) == ""
+    saved = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path: saved.update(fig=fig))
+    figures.fid_bars(long_table, "Toy roadmap (tiny)", tmp_path / "bars.png")
+    left, right = saved["fig"].axes[:2]
+    assert [t.get_text() for t in left.get_yticklabels()] == ["U-ViT (time token)", "+ multi-scale loss",
+                                                              "+ broken idea"]
+    assert figures.same_rows(long_table, "fid", "accuracy")
+    assert left.yaxis.get_tick_params()["labelleft"] and not right.yaxis.get_tick_params()["labelleft"]
+
+
 def test_figures_without_curves_or_references(runs, tmp_path):
     df = aggregate.aggregate(runs, STUDY, {})  # no GMACs either
     out = {name: tmp_path / f"{name}.png" for name in figures.FIGURES}

@@ -4,6 +4,7 @@ table) and the sample grids. Reads only its declared inputs. pandas/seaborn only
 """
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -31,6 +32,12 @@ DPI = 150
 FIGURES = ("fid_bars", "fid_vs_gmacs", "fid_curve", "samples")  # keep in step with workflow/rules/common.smk
 CHANCE = 0.1  # accuracy of guessing among Fashion-MNIST's 10 classes
 REF_STYLE = {REAL: dict(color="#31a354", ls="--"), NOISE: dict(color="#de2d26", ls="--")}
+
+
+def wrap(text: str, width: int) -> str:
+    """Break a label into lines of at most `width` characters: a title wider than its panel is cut at
+    the figure's edge, and long row labels squeeze the panels."""
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 def metric_rows(df: pd.DataFrame, metric: str = "fid") -> pd.DataFrame:
@@ -90,7 +97,7 @@ def bar_panel(ax, df: pd.DataFrame, metric: str, learned: dict, log: bool):
     jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(rows))  # fixed: figures are reproducible
     ax.scatter(rows["value"], rows["variant"].map(pos) + jitter, s=14, color="#08306b", zorder=4,
                label="seeds")
-    ax.set_yticks(y, m["label"])
+    ax.set_yticks(y, [wrap(label, 34) for label in m["label"]])
     ax.invert_yaxis()  # first roadmap row on top, as in the table
     if log:
         ax.set_xscale("log")
@@ -116,13 +123,20 @@ def fid_bars(df: pd.DataFrame, title: str, path):
     if has_acc:
         right = axes[0, 1]
         bar_panel(right, df, "accuracy", learned, log=False)
+        if same_rows(df, "fid", "accuracy"):  # the left panel's labels name the right's bars too
+            right.tick_params(labelleft=False)
         reference_lines(right, df, "accuracy", vertical=True, fmt=".3f")
         right.axvline(CHANCE, color="grey", ls=":", lw=1.2, label=f"chance ({CHANCE})")
         right.set(xlim=(0, 1), xlabel="conditional accuracy, higher is better", ylabel="",
                   title="accuracy (feature net's class = the label)")
         legend_below(right)
-    fig.suptitle(title)
+    fig.suptitle(wrap(title, 110))
     save(fig, path)
+
+
+def same_rows(df: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether metrics a and b have bars for the same variants in the same order."""
+    return metric_rows(df, a)["variant"].unique().tolist() == metric_rows(df, b)["variant"].unique().tolist()
 
 
 def legend_below(ax):
@@ -144,19 +158,22 @@ def paper_points(ax, df: pd.DataFrame):
 def fid_vs_gmacs(df: pd.DataFrame, title: str, path):
     """Mean FID with its t interval against the GMACs of one forward pass, one point per variant."""
     fid = metric_rows(df)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8, 7), layout="constrained")
     if fid["gmacs"].notna().any():
         m = intervals(fid, keys=("order", "variant", "label", "gmacs"))
         colors = sns.color_palette("colorblind", len(m))
         for (i, r), c in zip(m.iterrows(), colors):
             ax.errorbar(r["gmacs"], r["mean"], yerr=error_bars(m.loc[[i]]), fmt="o", color=c, capsize=3,
-                        label=r["label"])
+                        label=wrap(r["label"], 40))
         reference_lines(ax, df, "fid", vertical=False, fmt=".3g")
         ax.set_yscale("log")  # real data and noise are orders of magnitude apart
-        legend_below(ax)
+        # a figure legend: constrained layout makes room for it (an axes' legend below is cut off)
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize="small",
+                   frameon=False)
     else:
         ax.text(0.5, 0.5, "no GMACs recorded (model_info.json)", ha="center", transform=ax.transAxes)
-    ax.set(xlabel="GMACs per forward pass (batch 1)", ylabel=f"{fid_label(df)} (log scale)", title=title)
+    ax.set(xlabel="GMACs per forward pass (batch 1)", ylabel=f"{fid_label(df)} (log scale)",
+           title=wrap(title, 60))
     save(fig, path)
 
 
@@ -173,7 +190,7 @@ def fid_curve(curves: pd.DataFrame | None, df: pd.DataFrame, title: str, path):
     """FID (left, log axis) and conditional accuracy (right) of the training snapshots against kimg."""
     order = metric_rows(df).drop_duplicates("variant")["label"].tolist()
     colors = dict(zip(order, sns.color_palette("colorblind", len(order))))  # same colours in both panels
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.5), layout="constrained")
     if curves is None or curves.empty:
         for ax in (left, right):
             ax.text(0.5, 0.5, "no training curves (curve.json)", ha="center", transform=ax.transAxes)
@@ -183,14 +200,17 @@ def fid_curve(curves: pd.DataFrame | None, df: pd.DataFrame, title: str, path):
         curve_panel(left, curves, "fid", colors)
         left.set(yscale="log", xlabel="training images (kimg)", ylabel=f"{fid_label(df)} (log scale)",
                  title=f"FID over training (N = {n})")
-        left.legend(fontsize="small")
         if curves["accuracy"].notna().any():
             curve_panel(right, curves, "accuracy", colors)
             right.axhline(CHANCE, color="grey", ls=":", lw=1.2, label=f"chance ({CHANCE})")
-            right.legend(fontsize="small")
+        # one legend for both panels (same colours), under them: inside, it hides the curves
+        handles, labels = left.get_legend_handles_labels()
+        extra = [(h, lab) for h, lab in zip(*right.get_legend_handles_labels()) if lab not in labels]
+        fig.legend(handles + [h for h, _ in extra], labels + [lab for _, lab in extra],
+                   loc="outside lower center", ncol=3, fontsize="small", frameon=False)
         right.set(ylim=(0, 1), xlabel="training images (kimg)", ylabel="conditional accuracy",
                   title=f"accuracy over training (N = {n})")
-    fig.suptitle(f"{title}: mean over seeds, {LEVEL:.0%} t band")
+    fig.suptitle(wrap(f"{title}: mean over seeds, {LEVEL:.0%} t band", 110))
     save(fig, path)
 
 
@@ -212,10 +232,10 @@ def samples(grids: dict[str, str], title: str, path):
         ax.axis("off")
     for ax, (label, grid) in zip(axes.flat, grids.items()):
         ax.imshow(mpimg.imread(grid), cmap="gray")
-        ax.set_title(label, fontsize="medium")
+        ax.set_title(wrap(label, 40), fontsize="medium")
     if not grids:
         axes[0, 0].text(0.5, 0.5, "no sample grids", ha="center", transform=axes[0, 0].transAxes)
-    fig.suptitle(title)
+    fig.suptitle(wrap(title, 30 * cols))
     save(fig, path)
 
 
