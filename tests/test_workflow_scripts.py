@@ -381,7 +381,8 @@ def test_contrasts_are_rendered_under_the_table(long_table):
     c = tables.contrast_table(long_table, CONTRASTS)
     md = tables.to_markdown(t, "Toy", notes, c)
     assert md.index("## Contrasts") > md.index("| U-ViT (time token)") and "-4.00 [-6.48, -1.52]\\*" in md
-    assert "<h3>Contrasts</h3>" in tables.to_html(t, "Toy", notes, c)
+    page = tables.to_html(t, "Toy", notes, c)
+    assert "<h3>Contrasts</h3>" in page and "<table class=\"dataframe contrasts\">" in page
     tex = tables.to_latex(t, "Toy", notes, c)
     assert tex.count(r"\toprule") == 2 and "supports" in tex and not any(ch in tex for ch in "Σ·§−Δ")
     assert "## Contrasts" not in tables.to_markdown(t, "Toy", notes)

@@ -340,10 +340,13 @@ def to_html(t: pd.DataFrame, title: str, footnotes: list[str], contrasts: pd.Dat
             ) -> str:
     style = ("body{font-family:sans-serif;margin:1em} table{border-collapse:collapse} "
              "th,td{padding:4px 10px;border-bottom:1px solid #ccc;text-align:right} "
-             "td:first-child,th:first-child{text-align:left}")
+             "td:first-child,th:first-child{text-align:left} "
+             # the contrasts' terms and claims are prose: read from the left
+             "table.contrasts td,table.contrasts th{text-align:left}")
     items = "".join(f"<li>{html.escape(n)}</li>" for n in footnotes)
-    extra = "" if contrasts is None else (f"<h3>Contrasts</h3>{contrasts.to_html(index=False, border=0)}"
-                                          f"<ul><li>{html.escape(CONTRAST_NOTE)}</li></ul>")
+    extra = "" if contrasts is None else (
+        f"<h3>Contrasts</h3>{contrasts.to_html(index=False, border=0, classes='contrasts')}"
+        f"<ul><li>{html.escape(CONTRAST_NOTE)}</li></ul>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h2>{html.escape(title)}</h2>"
             f"{t.to_html(index=False, border=0)}<ul>{items}</ul>{extra}</body></html>\n")
