@@ -202,6 +202,15 @@ def test_two_stage_eval_is_seed_per_image_and_records_nfe_and_kimg(nets, name, t
     assert p["nfe"] == STAGE1_SAMPLER["steps"] + stage2_nfe
     assert p["stage1_kimg"] == 0.016 and p["total_kimg"] == pytest.approx(0.032)
     assert p["stage1_network"] == str(nets["stage1"]) and result["metrics"]["fid"] > 0
+    # The row names the samplers its images came from: stage 1's, and stage 2's blurred sampler for a
+    # relay row (its sample.sampler is unused there), so a table never shows the recipe's sampler instead.
+    first = p["stage1_sampler"]
+    assert (first["sampler"], first["steps"]) == ("dpmpp-2m", STAGE1_SAMPLER["steps"])
+    if name == "relay":
+        assert (p["sampler"], p["steps"]) == ("relay-blur", RELAY_SAMPLER["steps"])
+        assert p["relay_sampler"]["eta"] == 0.2 and p["guidance"] == {"scale": 0.0}  # the defaults
+    else:
+        assert (p["sampler"], p["steps"]) == ("dpmpp-2m", CASCADE_SAMPLER["steps"])
     stages = record["stages"]
     assert [n["network_dir"] for n in stages["networks"]] == [str(nets["stage1"]), str(nets[name])]
     assert [n["kimg"] for n in stages["networks"]] == [0.016, 0.016] and stages["nfe"] == p["nfe"]

@@ -346,6 +346,24 @@ def test_protocol_note_names_the_sampler_and_the_guidance(long_table):
     assert "no guidance" in tables.protocol_note(long_table.assign(**{"protocol.guidance.scale": 0.0}))
 
 
+def test_protocol_note_names_each_rows_sampler_where_the_rows_differ(long_table):
+    # A relay row's stage 2 uses the blurred sampler, not the recipe's: the note says which rows used which,
+    # and the stage-1 sampler of the two-stage rows.
+    dimr = long_table["variant"] == "dimr"
+    two_stage = long_table.assign(**{"protocol.guidance.scale": 1.5}).assign(**{
+        "protocol.sampler": long_table["protocol.sampler"].where(~dimr, "relay-blur"),
+        "protocol.steps": long_table["protocol.steps"].where(~dimr, 18),
+        "protocol.stage1_sampler.sampler": np.where(dimr, "dpmpp-2m", None),
+        "protocol.stage1_sampler.steps": np.where(dimr, 12, np.nan),
+        "protocol.stage1_sampler.guidance.scale": np.where(dimr, 1.5, np.nan)})
+    label = long_table.loc[dimr, "label"].iloc[0]
+    note = tables.protocol_note(two_stage)
+    assert f"sampler relay-blur, 18 steps, classifier-free guidance s = 1.5 ({label})" in note
+    assert "sampler dpmpp-2m, 10 steps, classifier-free guidance s = 1.5 (U-ViT (time token)" in note
+    assert ("stage 1 of the two-stage rows: sampler dpmpp-2m, 12 steps, classifier-free guidance s = 1.5."
+            in note)
+
+
 CONTRASTS = {
     "gain": {"label": "multi-scale loss against U-ViT", "terms": {"dimr": 1, "uvit": -1},
              "expect": "negative", "claim": "Table 1"},

@@ -8,6 +8,7 @@ network without touching it. Images stream from the sampler into the feature ext
 in-process statistics, `calculate_inception_stats`).
 """
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -24,14 +25,15 @@ from dimr.config import (
     parse_overrides,
 )
 from dimr.data.latents import load_vae
+from dimr.diffusion import RelaySamplerConfig
 from dimr.errors import EXIT_REQUEUE, ConfigError, MissingFileError
 from dimr.io import atomic_savez, atomic_write_json
-from dimr.metrics.evaluate import EvaluateConfig, check_inputs, score_images
+from dimr.metrics.evaluate import EvaluateConfig, check_inputs, sampler_protocol, score_images
 from dimr.preemption import PREEMPTED, run_requeueable
 from dimr.run_config import eval_identity, load_run_config, resolve_eval_config, train_identity
 from dimr.sampling.batch_store import BatchStore
 from dimr.sampling.generate import GeneratedImages, class_label, network_from_state
-from dimr.sampling.two_stage import load_stage1, stage2_network_evaluations
+from dimr.sampling.two_stage import load_stage1, stage2_kind, stage2_network_evaluations
 from dimr.training.checkpoint import FINAL_NETWORK, list_snapshots, load_state
 
 EVALS_DIR, EVAL_FILE = "evals", "eval.json"
@@ -144,7 +146,7 @@ def evaluate_network(net_dir, ev: dict, eval_dir=None, snapshot: str | None = No
         first, second = cost["networks"]
         result["protocol"].update(stage1_network=first["network_dir"], stage1_kimg=first["kimg"],
                                   stage1_train_sha256=first["train_sha256"], stage1_nfe=first["nfe"],
-                                  stage2_nfe=second["nfe"])
+                                  stage2_nfe=second["nfe"], **two_stage_samplers(cfg, stage1))
     name = "metrics.json" if snapshot is None else f"metrics-{state['cur_nimg']:012d}.json"
     atomic_write_json(eval_dir / name, result)
     if s["grid"] and snapshot is None:
@@ -152,6 +154,18 @@ def evaluate_network(net_dir, ev: dict, eval_dir=None, snapshot: str | None = No
         save_grid(eval_dir / "grid.png", held, labels[: s["grid"]])
     store.discard()
     return eval_dir, result
+
+
+def two_stage_samplers(cfg: dict, stage1) -> dict:
+    """The samplers behind a two-stage row's images, for its metric row: stage 1's, and for a relay row
+    stage 2's blurred sampler (Relay Diffusion §3) in place of `sample.sampler`, which it does not use."""
+    out = {"stage1_sampler": sampler_protocol(stage1.cfg["sample"])}
+    if stage2_kind(cfg) == "relay":
+        relay = RelaySamplerConfig.from_dict(cfg["sample"]["relay"])
+        relay.validate("sample.relay")
+        out.update(sampler="relay-blur", steps=relay.steps, guidance={"scale": relay.guidance},
+                   relay_sampler=dataclasses.asdict(relay))
+    return out
 
 
 def two_stage_cost(net_dir, cfg: dict, state: dict, stage1) -> dict:

@@ -241,6 +241,27 @@ def distinct(df: pd.DataFrame, col: str) -> str:
     return ", ".join(sorted({str(v) for v in df[col].dropna()}))
 
 
+def sampler_text(sampler, steps, scale) -> str:
+    """'sampler dpmpp-2m, 12 steps, classifier-free guidance s = 1.5' (parts that are missing left out)."""
+    text = f"sampler {sampler}" + (f", {float(steps):g} steps" if pd.notna(steps) else "")
+    if pd.notna(scale):  # classifier-free guidance changes every metric: say it next to the sampler
+        text += ", no guidance" if float(scale) == 0 else f", classifier-free guidance s = {float(scale):g}"
+    return text
+
+
+def sampler_groups(runs: pd.DataFrame, prefix: str) -> dict[str, list[str]]:
+    """{sampler, steps and guidance as text: the labels of the rows sampled so}, in table order; empty
+    when the runs carry no `<prefix>.sampler` column."""
+    cols = [f"{prefix}.{k}" for k in ("sampler", "steps", "guidance.scale")]
+    if cols[0] not in runs.columns or runs[cols[0]].isna().all():
+        return {}
+    groups: dict[str, list[str]] = {}
+    for _, r in runs[runs[cols[0]].notna()].drop_duplicates("variant").iterrows():
+        text = sampler_text(*(r.get(c, float("nan")) for c in cols))
+        groups.setdefault(text, []).append(str(r.get("label", r["variant"])))
+    return groups
+
+
 def protocol_note(df: pd.DataFrame) -> str:
     """Extractor, N and sampler/steps of the runs' metrics, from their protocol columns."""
     runs = runs_of(df)
@@ -250,12 +271,15 @@ def protocol_note(df: pd.DataFrame) -> str:
             parts.append(f"{what} {distinct(runs, col)}")
     if "protocol.num_samples" not in runs.columns and distinct(runs, "num_samples"):
         parts.append(f"N = {distinct(runs, 'num_samples')}")
-    sampler, steps = distinct(runs, "protocol.sampler"), distinct(runs, "protocol.steps")
-    if sampler:
-        parts.append(f"sampler {sampler}" + (f", {steps} steps" if steps else ""))
-    scale = distinct(runs, "protocol.guidance.scale")
-    if scale:  # classifier-free guidance changes every metric: say it next to the sampler
-        parts.append("no guidance" if scale in ("0", "0.0") else f"classifier-free guidance s = {scale}")
+    groups = sampler_groups(runs, "protocol")
+    if len(groups) == 1:
+        parts.append(next(iter(groups)))
+    elif groups:  # two-stage rows sample stage 2 with their own sampler (the relay rows): say which rows
+        parts.append("; ".join(f"{text} ({', '.join(labels)})" for text, labels in groups.items()))
+    stage1 = sampler_groups(runs, "protocol.stage1_sampler")
+    if stage1:
+        parts.append("stage 1 of the two-stage rows: " + "; ".join(
+            f"{text} ({', '.join(labels)})" if len(stage1) > 1 else text for text, labels in stage1.items()))
     return "Protocol: " + "; ".join(parts) + "."
 
 
