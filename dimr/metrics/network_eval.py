@@ -8,7 +8,6 @@ network without touching it. Images stream from the sampler into the feature ext
 in-process statistics, `calculate_inception_stats`).
 """
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,7 +24,6 @@ from dimr.config import (
     parse_overrides,
 )
 from dimr.data.latents import load_vae
-from dimr.diffusion import RelaySamplerConfig
 from dimr.errors import EXIT_REQUEUE, ConfigError, MissingFileError
 from dimr.io import atomic_savez, atomic_write_json
 from dimr.metrics.evaluate import EvaluateConfig, check_inputs, sampler_protocol, score_images
@@ -161,10 +159,9 @@ def two_stage_samplers(cfg: dict, stage1) -> dict:
     stage 2's blurred sampler (Relay Diffusion §3) in place of `sample.sampler`, which it does not use."""
     out = {"stage1_sampler": sampler_protocol(stage1.cfg["sample"])}
     if stage2_kind(cfg) == "relay":
-        relay = RelaySamplerConfig.from_dict(cfg["sample"]["relay"])
-        relay.validate("sample.relay")
-        out.update(sampler="relay-blur", steps=relay.steps, guidance={"scale": relay.guidance},
-                   relay_sampler=dataclasses.asdict(relay))
+        relay = cfg["sample"]["relay"]  # every field, validated: resolve_eval_config filled it in
+        out.update(sampler="relay-blur", steps=relay["steps"], guidance={"scale": relay["guidance"]},
+                   relay_sampler=relay)
     return out
 
 

@@ -262,6 +262,13 @@ def sampler_groups(runs: pd.DataFrame, prefix: str) -> dict[str, list[str]]:
     return groups
 
 
+def samplers_phrase(groups: dict[str, list[str]]) -> str:
+    """One sampler's text alone; several, each followed by the labels of its rows."""
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{text} ({', '.join(labels)})" for text, labels in groups.items())
+
+
 def protocol_note(df: pd.DataFrame) -> str:
     """Extractor, N and sampler/steps of the runs' metrics, from their protocol columns."""
     runs = runs_of(df)
@@ -271,15 +278,12 @@ def protocol_note(df: pd.DataFrame) -> str:
             parts.append(f"{what} {distinct(runs, col)}")
     if "protocol.num_samples" not in runs.columns and distinct(runs, "num_samples"):
         parts.append(f"N = {distinct(runs, 'num_samples')}")
-    groups = sampler_groups(runs, "protocol")
-    if len(groups) == 1:
-        parts.append(next(iter(groups)))
-    elif groups:  # two-stage rows sample stage 2 with their own sampler (the relay rows): say which rows
-        parts.append("; ".join(f"{text} ({', '.join(labels)})" for text, labels in groups.items()))
-    stage1 = sampler_groups(runs, "protocol.stage1_sampler")
+    # Rows may differ in sampler (a relay row's stage 2 has its own): then each names its rows.
+    samplers, stage1 = sampler_groups(runs, "protocol"), sampler_groups(runs, "protocol.stage1_sampler")
+    if samplers:
+        parts.append(samplers_phrase(samplers))
     if stage1:
-        parts.append("stage 1 of the two-stage rows: " + "; ".join(
-            f"{text} ({', '.join(labels)})" if len(stage1) > 1 else text for text, labels in stage1.items()))
+        parts.append("stage 1 of the two-stage rows: " + samplers_phrase(stage1))
     return "Protocol: " + "; ".join(parts) + "."
 
 
